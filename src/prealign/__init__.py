@@ -1,0 +1,15 @@
+"""prealign: Deep Pre-Alignment (DPA) for vision-language models, with the LLaVA baseline."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+
+from .config import PrealignConfig
+from .modeling import PrealignForConditionalGeneration, PrealignModel
+from .processing import PrealignProcessor
+
+__version__ = "0.1.0"
+
+AutoConfig.register(PrealignConfig.model_type, PrealignConfig, exist_ok=True)
+AutoModel.register(PrealignConfig, PrealignModel, exist_ok=True)
+AutoModelForImageTextToText.register(PrealignConfig, PrealignForConditionalGeneration, exist_ok=True)
+
+__all__ = ["PrealignConfig", "PrealignForConditionalGeneration", "PrealignModel", "PrealignProcessor"]

@@ -1,0 +1,158 @@
+"""`PrealignConfig`: one composite config for the LLaVA baseline and every DPA variant.
+
+The sub-configs are ordinary configs of the parts (any HF vision tower, any HF causal LM), so the
+model builds each part with `AutoModel.from_config` and no backbone needs a branch of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, AutoModel, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+ProjectorType = Literal["mlp2x_gelu", "linear_relu_linear", "linear"]
+PerceiverBlocks = Literal["lm", "mlp", "none"]
+
+
+@strict
+class PrealignConfig(PreTrainedConfig):
+    r"""Configuration of `PrealignForConditionalGeneration`.
+
+    Args:
+        vision_config: config of the vision tower (SigLIP, CLIP, ... vision model).
+        text_config: config of the target causal LM (the big LM that answers).
+        perceiver_text_config: config of the perceiver's small causal LM. `None` builds the LLaVA
+            baseline (vision tower -> projector -> target LM).
+        vision_feature_layer: index into the vision tower's `hidden_states`.
+        vision_feature_select_strategy: `"full"` keeps every position; `"drop_cls"` drops the first
+            one (the class token of CLIP-like towers).
+        image_seq_length: feature positions per image (N). Computed from `vision_config` when unset.
+        projector_type: the projector from the vision tower into the first LM (the baseline's phi,
+            or the perceiver's phi_p). LLaVA's is `"mlp2x_gelu"`.
+        aligner_type: DPA's aligner phi from the perceiver to the target. The authors use
+            `"linear_relu_linear"` (Linear d_p->d_p, ReLU, Linear d_p->d_t).
+        perceiver_blocks: what processes the image span inside the perceiver: `"lm"` (the small
+            LM's decoder blocks), `"mlp"` (an MLP with the same parameter count as those blocks,
+            the paper's large-MLP ablation) or `"none"` (the ViT-only ablation: phi_p's output goes
+            straight to the aligner).
+        perceiver_feature_layer: index into the perceiver LM's `hidden_states`; -1 is after the
+            final norm, as the authors take it.
+        perceiver_mlp_hidden_size: hidden width of the MLP stand-in; computed so its parameter
+            count equals the LM blocks' when unset.
+        include_image_markers: whether the image start/end markers belong to the DPA image span
+            (N+2 features per image, as the authors do) or only the N image positions do.
+        early_fusion: the perceiver also reads the user's instruction, placed before the image.
+        image_token_id / image_start_token_id / image_end_token_id: the target tokenizer's ids of
+            the placeholder and markers, set from the processor (looked up by string, never fixed).
+        perceiver_image_token_id / ...: the same ids in the perceiver's tokenizer.
+    """
+
+    model_type = "prealign"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="siglip_vision_model"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen3"),
+        "perceiver_text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen3", optional=True),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    perceiver_text_config: dict | PreTrainedConfig | None = None
+    vision_feature_layer: int = -1
+    vision_feature_select_strategy: Literal["full", "drop_cls"] = "full"
+    image_seq_length: int | None = None
+    projector_type: ProjectorType = "mlp2x_gelu"
+    aligner_type: ProjectorType = "linear_relu_linear"
+    perceiver_blocks: PerceiverBlocks = "lm"
+    perceiver_feature_layer: int = -1
+    perceiver_mlp_hidden_size: int | None = None
+    include_image_markers: bool = True
+    early_fusion: bool = False
+    image_token_id: int | None = None
+    image_start_token_id: int | None = None
+    image_end_token_id: int | None = None
+    perceiver_image_token_id: int | None = None
+    perceiver_image_start_token_id: int | None = None
+    perceiver_image_end_token_id: int | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.text_config.tie_word_embeddings:
+            self.tie_word_embeddings = True
+        if self.image_seq_length is None:
+            self.image_seq_length = count_image_features(
+                self.vision_config, self.vision_feature_layer, self.vision_feature_select_strategy
+            )
+        if self.is_dpa and self.perceiver_blocks == "mlp" and self.perceiver_mlp_hidden_size is None:
+            self.perceiver_mlp_hidden_size = equal_parameter_mlp_width(self.perceiver_text_config)
+        self.check_consistency()
+
+    @property
+    def is_dpa(self) -> bool:
+        """True for Deep Pre-Alignment, False for the LLaVA baseline."""
+        return self.perceiver_text_config is not None
+
+    @property
+    def image_span_length(self) -> int:
+        """Positions of one image in the target sequence that receive visual features."""
+        markers = 2 if self.is_dpa and self.include_image_markers else 0
+        return self.image_seq_length + markers
+
+    def check_consistency(self) -> None:
+        """Reject combinations that would silently train something other than what was asked."""
+        n_vision = self.vision_config.num_hidden_layers
+        if not -(n_vision + 1) <= self.vision_feature_layer <= n_vision:
+            raise ValueError(
+                f"vision_feature_layer={self.vision_feature_layer} is out of range for a vision tower "
+                f"with {n_vision} layers (valid: {-(n_vision + 1)}..{n_vision})."
+            )
+        if not self.is_dpa:
+            if self.early_fusion:
+                raise ValueError("early_fusion=True needs a perceiver (perceiver_text_config is None).")
+            return
+        if self.perceiver_blocks == "lm":
+            n_lm = self.perceiver_text_config.num_hidden_layers
+            if not -(n_lm + 1) <= self.perceiver_feature_layer <= n_lm:
+                raise ValueError(
+                    f"perceiver_feature_layer={self.perceiver_feature_layer} is out of range for a perceiver "
+                    f"LM with {n_lm} layers (valid: {-(n_lm + 1)}..{n_lm})."
+                )
+        else:
+            if self.early_fusion:
+                raise ValueError(
+                    f"early_fusion=True needs perceiver_blocks='lm': with perceiver_blocks="
+                    f"'{self.perceiver_blocks}' nothing mixes the instruction into the image positions."
+                )
+            if self.perceiver_feature_layer != -1:
+                raise ValueError(
+                    f"perceiver_feature_layer={self.perceiver_feature_layer} only applies to "
+                    f"perceiver_blocks='lm' (got '{self.perceiver_blocks}')."
+                )
+
+
+def count_image_features(vision_config: PreTrainedConfig, feature_layer: int, strategy: str) -> int:
+    """Feature positions per image, measured by running the tower on the meta device.
+
+    Measuring instead of computing from `image_size`/`patch_size` means towers with a class token,
+    registers or pooling need no special case.
+    """
+    size = vision_config.image_size
+    with torch.device("meta"):
+        tower = AutoModel.from_config(vision_config)
+        pixels = torch.empty(1, vision_config.num_channels, size, size)
+        hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[feature_layer]
+    return hidden.shape[1] - (1 if strategy == "drop_cls" else 0)
+
+
+def equal_parameter_mlp_width(lm_config: PreTrainedConfig) -> int:
+    """Hidden width h of a d->h->d MLP whose parameter count equals the LM's decoder blocks."""
+    with torch.device("meta"):
+        lm = AutoModel.from_config(lm_config)
+    # everything but the token embeddings: the decoder blocks (and the final norm, d parameters)
+    block_params = sum(p.numel() for p in lm.parameters()) - lm.get_input_embeddings().weight.numel()
+    d = lm_config.hidden_size
+    # params(h) = d*h + h (first Linear) + h*d + d (second Linear)
+    return max(1, round((block_params - d) / (2 * d + 1)))

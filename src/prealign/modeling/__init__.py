@@ -1,0 +1,3 @@
+from .model import PrealignForConditionalGeneration, PrealignModel, PrealignOutput, PrealignPreTrainedModel
+
+__all__ = ["PrealignForConditionalGeneration", "PrealignModel", "PrealignOutput", "PrealignPreTrainedModel"]

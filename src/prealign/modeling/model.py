@@ -1,0 +1,320 @@
+"""`PrealignForConditionalGeneration`: the LLaVA baseline and Deep Pre-Alignment in one HF model.
+
+Baseline: image -> vision tower -> projector -> the target LM's `<image>` positions.
+DPA:      image -> vision tower -> projector (phi_p) -> perceiver LM over the image span
+          -> aligner (phi) -> the target LM's image-span positions (markers included by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import ModelOutput
+
+from ..config import PrealignConfig
+from .perceiver import PerceiverLM
+from .projectors import build_projector
+
+PartSpec = str | PathLike | PreTrainedModel
+PERCEIVER_INPUTS = ("perceiver_input_ids", "perceiver_attention_mask")
+
+
+@dataclass
+class PrealignOutput(ModelOutput):
+    """Causal-LM output plus the visual features that were written into the target sequence."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+class PrealignPreTrainedModel(PreTrainedModel):
+    config: PrealignConfig
+    config_class = PrealignConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+
+class PrealignModel(PrealignPreTrainedModel):
+    """The body: vision tower, projector, optional perceiver + aligner, target LM (no head)."""
+
+    def __init__(self, config: PrealignConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        first_lm = config.perceiver_text_config if config.is_dpa else config.text_config
+        self.projector = build_projector(
+            config.projector_type, config.vision_config.hidden_size, first_lm.hidden_size
+        )
+        if config.is_dpa:
+            self.perceiver = PerceiverLM(config)
+            self.aligner = build_projector(
+                config.aligner_type, config.perceiver_text_config.hidden_size, config.text_config.hidden_size
+            )
+        else:
+            self.perceiver = None
+            self.aligner = None
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected vision-tower features, (images, N, d) with d the first LM's width."""
+        dtype = next(self.vision_tower.parameters()).dtype
+        out = self.vision_tower(pixel_values=pixel_values.to(dtype), output_hidden_states=True)
+        features = out.hidden_states[self.config.vision_feature_layer]
+        if self.config.vision_feature_select_strategy == "drop_cls":
+            features = features[:, 1:]
+        return self.projector(features)
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        perceiver_input_ids: torch.LongTensor | None = None,
+        perceiver_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Features for the target's image spans, flattened in sample -> image -> position order."""
+        features = self.get_vision_features(pixel_values)
+        if not self.config.is_dpa:
+            return features.flatten(0, 1)
+        if perceiver_input_ids is None:
+            raise ValueError(
+                "A DPA model needs `perceiver_input_ids` (one perceiver sequence per image) along with "
+                "`pixel_values`; the PrealignProcessor builds them."
+            )
+        if perceiver_input_ids.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"Got {pixel_values.shape[0]} images but {perceiver_input_ids.shape[0]} perceiver sequences; "
+                "the perceiver's batch is the images, one sequence each."
+            )
+        if perceiver_attention_mask is None:
+            perceiver_attention_mask = torch.ones_like(perceiver_input_ids)
+        span_states = self.perceiver(perceiver_input_ids, perceiver_attention_mask, features)
+        return self.aligner(span_states)
+
+    def image_span_mask(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """Target positions that receive visual features."""
+        ids = [self.config.image_token_id]
+        if self.config.is_dpa and self.config.include_image_markers:
+            ids += [self.config.image_start_token_id, self.config.image_end_token_id]
+        if None in ids:
+            raise ValueError(
+                "The target's image token ids are not set in the config (image_token_id, "
+                "image_start_token_id, image_end_token_id); build the model with "
+                "`from_parts(..., processor=...)`."
+            )
+        return torch.isin(input_ids, torch.tensor(ids, device=input_ids.device))
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        perceiver_input_ids: torch.LongTensor | None = None,
+        perceiver_attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        image_features = None
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+            prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+            if pixel_values is not None:
+                image_features = self.get_image_features(
+                    pixel_values, perceiver_input_ids, perceiver_attention_mask
+                )
+                inputs_embeds = self._write_image_features(input_ids, inputs_embeds, image_features)
+            elif prefill and (n_placeholders := int((input_ids == self.config.image_token_id).sum())):
+                raise ValueError(
+                    f"input_ids hold {n_placeholders} image placeholder tokens but no pixel_values were "
+                    "given."
+                )
+        elif pixel_values is not None:
+            raise ValueError("pixel_values need input_ids to locate the image positions, not inputs_embeds.")
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        outputs["image_hidden_states"] = image_features
+        return outputs
+
+    def _write_image_features(self, input_ids, inputs_embeds, image_features) -> torch.Tensor:
+        span_mask = self.image_span_mask(input_ids)
+        n_positions, n_features = int(span_mask.sum()), image_features.shape[0]
+        if n_positions != n_features:
+            per_image = self.config.image_span_length
+            raise ValueError(
+                f"Image positions and image features do not match: input_ids hold {n_positions} image-span "
+                f"positions but the model computed {n_features} features ({n_features // per_image} images x "
+                f"{per_image} per image). Expand each image placeholder with the PrealignProcessor."
+            )
+        return inputs_embeds.masked_scatter(span_mask.unsqueeze(-1), image_features.to(inputs_embeds.dtype))
+
+
+class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin):
+    """Body + the target LM's head; generation runs the vision path only at prefill."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: PrealignConfig):
+        super().__init__(config)
+        self.model = PrealignModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def get_image_features(self, pixel_values, perceiver_input_ids=None, perceiver_attention_mask=None):
+        return self.model.get_image_features(pixel_values, perceiver_input_ids, perceiver_attention_mask)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        perceiver_input_ids: torch.LongTensor | None = None,
+        perceiver_attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> PrealignOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            perceiver_input_ids=perceiver_input_ids,
+            perceiver_attention_mask=perceiver_attention_mask,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return PrealignOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+        )
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
+        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        # Decode steps read the KV cache; the perceiver inputs are as prefill-only as pixel_values.
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            for key in PERCEIVER_INPUTS:
+                inputs.pop(key, None)
+        return inputs
+
+    @classmethod
+    def from_parts(
+        cls,
+        vision_model: PartSpec,
+        text_model: PartSpec,
+        perceiver_text_model: PartSpec | None = None,
+        processor=None,
+        dtype: torch.dtype | None = None,
+        **config_kwargs,
+    ) -> PrealignForConditionalGeneration:
+        """Assemble a model from pretrained parts; the parts keep their weights exactly.
+
+        Each part is a local folder, a hub id or a model object. `vision_model` may be a vision tower
+        or a dual encoder (CLIP/SigLIP) whose `.vision_model` is taken. `perceiver_text_model=None`
+        builds the LLaVA baseline. Only the projector and aligner (and, for the MLP ablation, the
+        stand-in) are new. With a `processor`, the token ids come from it and the embedding tables
+        grow to its tokenizers' lengths, and the processor is configured to match the model.
+        """
+        from .parts import load_causal_lm, load_vision_tower
+
+        vision = load_vision_tower(vision_model, dtype)
+        text = load_causal_lm(text_model, dtype)
+        perceiver = load_causal_lm(perceiver_text_model, dtype) if perceiver_text_model is not None else None
+        if processor is not None:
+            config_kwargs = {**processor.token_ids(), **config_kwargs}
+        config = PrealignConfig(
+            vision_config=vision.config,
+            text_config=text.config,
+            perceiver_text_config=perceiver.config if perceiver is not None else None,
+            **config_kwargs,
+        )
+        with torch.device("meta"):
+            model = cls(config)
+        model.model.vision_tower = vision
+        model.model.language_model = text.base_model
+        model.lm_head = text.get_output_embeddings()
+        if perceiver is not None:
+            if config.perceiver_blocks == "lm":
+                model.model.perceiver.language_model = perceiver.base_model
+            else:
+                model.model.perceiver.embed_tokens = perceiver.get_input_embeddings()
+        model._materialize_new_modules(dtype or next(text.parameters()).dtype)
+        if processor is not None:
+            processor.configure_for(config)
+            model.resize_to_processor(processor)
+        return model
+
+    def _materialize_new_modules(self, dtype: torch.dtype) -> None:
+        """Give the modules that no part supplied (projector, aligner, ...) real, initialised weights."""
+        for module in self.modules():
+            direct = list(module.parameters(recurse=False))
+            if direct and any(p.is_meta for p in direct):
+                module.to_empty(device="cpu", recurse=False)
+                module.to(dtype)
+                self._init_weights(module)
+
+    def resize_to_processor(self, processor) -> None:
+        """Grow the embedding tables to the tokenizers' lengths (the added image/marker tokens)."""
+        self.resize_token_embeddings(len(processor.tokenizer))
+        if self.config.is_dpa:
+            self.model.perceiver.resize_token_embeddings(len(processor.perceiver_tokenizer))
+            self.config.perceiver_text_config.vocab_size = len(processor.perceiver_tokenizer)

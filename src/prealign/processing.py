@@ -1,0 +1,249 @@
+"""`PrealignProcessor`: image processor + target tokenizer (+ the perceiver's tokenizer).
+
+It adds the image placeholder and marker tokens by string, expands every `<image>` placeholder to
+`<image_start> <image>*N <image_end>`, and builds one perceiver sequence per image
+(`[instruction] <image_start> <image>*N <image_end>`, left-padded so every span ends at the same
+position). The model then checks that counts match; the processor never guesses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
+
+PROCESSOR_FILE = "prealign_processor.json"
+PERCEIVER_TOKENIZER_DIR = "perceiver_tokenizer"
+
+
+class PrealignProcessor:
+    """Turns chat prompts with `<image>` placeholders and images into model inputs."""
+
+    def __init__(
+        self,
+        image_processor,
+        tokenizer: PreTrainedTokenizerBase,
+        perceiver_tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        num_image_tokens: int | None = None,
+        use_perceiver: bool = False,
+        early_fusion: bool = False,
+        image_token: str = "<image>",
+        image_start_token: str = "<image_start>",
+        image_end_token: str = "<image_end>",
+    ):
+        if early_fusion and not use_perceiver:
+            raise ValueError("early_fusion=True needs use_perceiver=True.")
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.perceiver_tokenizer = perceiver_tokenizer if perceiver_tokenizer is not None else tokenizer
+        self.num_image_tokens = num_image_tokens
+        self.use_perceiver = use_perceiver
+        self.early_fusion = early_fusion
+        self.image_token = image_token
+        self.image_start_token = image_start_token
+        self.image_end_token = image_end_token
+        tokenizers = [self.tokenizer] + [self.perceiver_tokenizer] * self.has_separate_perceiver_tokenizer
+        for tok in tokenizers:
+            tok.add_tokens(self.special_tokens(), special_tokens=True)
+
+    def configure_for(self, config) -> None:
+        """Match a `PrealignConfig`: span length N, whether to build perceiver inputs, early fusion."""
+        self.num_image_tokens = config.image_seq_length
+        self.use_perceiver = config.is_dpa
+        self.early_fusion = config.early_fusion
+
+    @property
+    def has_separate_perceiver_tokenizer(self) -> bool:
+        return self.perceiver_tokenizer is not self.tokenizer
+
+    def _ids(self, tokenizer: PreTrainedTokenizerBase) -> tuple[int, int, int]:
+        return tuple(tokenizer.convert_tokens_to_ids(self.special_tokens()))
+
+    def special_tokens(self) -> list[str]:
+        return [self.image_token, self.image_start_token, self.image_end_token]
+
+    def token_ids(self) -> dict[str, int]:
+        """The placeholder and marker ids, keyed as `PrealignConfig` fields."""
+        image, start, end = self._ids(self.tokenizer)
+        p_image, p_start, p_end = self._ids(self.perceiver_tokenizer)
+        return {
+            "image_token_id": image,
+            "image_start_token_id": start,
+            "image_end_token_id": end,
+            "perceiver_image_token_id": p_image,
+            "perceiver_image_start_token_id": p_start,
+            "perceiver_image_end_token_id": p_end,
+        }
+
+    def expand_image_placeholders(self, text: str) -> str:
+        """Replace each `<image>` with its full span of N placeholder positions between markers."""
+        span = self.image_start_token + self.image_token * self.num_image_tokens + self.image_end_token
+        return span.join(text.split(self.image_token))
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> str:
+        """The target tokenizer's chat template over messages; image parts become `<image>` placeholders."""
+        flat = [{**m, "content": self._content_text(m["content"])} for m in messages]
+        return self.tokenizer.apply_chat_template(
+            flat, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
+        )
+
+    def _content_text(self, content) -> str:
+        if isinstance(content, str):
+            return content
+        parts = []
+        for part in content:
+            if part.get("type") == "image":
+                parts.append(self.image_token)
+            elif part.get("type") == "text":
+                parts.append(part["text"])
+            else:
+                raise ValueError(f"Unknown message content part type {part.get('type')!r}.")
+        return "".join(parts)
+
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        images: Sequence | Image.Image | None = None,
+        instructions: Sequence[str] | str | None = None,
+        padding_side: str = "right",
+        add_special_tokens: bool = False,
+        return_tensors: str = "pt",
+    ) -> BatchFeature:
+        """Tokenize prompts, expand placeholders, process images and build perceiver sequences.
+
+        `images` is a flat list in prompt order (sample by sample, left to right) or one list per
+        sample. `instructions` (one per sample) is what the perceiver reads before each image of
+        that sample when early fusion is on. Prompts usually come from the chat template, which
+        writes its own special tokens; hence `add_special_tokens=False` by default.
+        """
+        if self.num_image_tokens is None:
+            raise ValueError(
+                "The processor does not know the image span length yet: build the model with "
+                "`from_parts(..., processor=processor)` or call `processor.configure_for(model.config)`."
+            )
+        texts = [text] if isinstance(text, str) else list(text)
+        flat_images = _flatten_images(images)
+        counts = [t.count(self.image_token) for t in texts]
+        if sum(counts) != len(flat_images):
+            raise ValueError(
+                f"The prompts hold {sum(counts)} {self.image_token} placeholders (per sample: {counts}) but "
+                f"{len(flat_images)} images were given."
+            )
+        expanded = [self.expand_image_placeholders(t) for t in texts]
+        batch = self.tokenizer(
+            expanded,
+            padding=True,
+            padding_side=padding_side,
+            add_special_tokens=add_special_tokens,
+            return_tensors=return_tensors,
+        )
+        data = dict(batch)
+        self._check_expanded_counts(data["input_ids"], counts)
+        if flat_images:
+            data["pixel_values"] = self.image_processor(flat_images, return_tensors="pt")["pixel_values"]
+            if self.use_perceiver:
+                data.update(self.perceiver_inputs(counts, instructions))
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _check_expanded_counts(self, input_ids: torch.Tensor, counts: list[int]) -> None:
+        image_id = self._ids(self.tokenizer)[0]
+        got = (input_ids == image_id).sum(-1).tolist()
+        want = [c * self.num_image_tokens for c in counts]
+        if got != want:
+            raise ValueError(
+                f"After tokenization the samples hold {got} {self.image_token} tokens, expected {want}: the "
+                f"tokenizer splits or merges {self.image_token!r}."
+            )
+
+    def perceiver_inputs(
+        self, images_per_sample: Sequence[int], instructions: Sequence[str] | str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One left-padded perceiver sequence per image, in sample -> image order."""
+        if isinstance(instructions, str):
+            instructions = [instructions]
+        if self.early_fusion and (instructions is None or len(instructions) != len(images_per_sample)):
+            raise ValueError(
+                "Early fusion needs one instruction per sample (the text the perceiver reads before the "
+                f"image); got {None if instructions is None else len(instructions)} for "
+                f"{len(images_per_sample)} samples."
+            )
+        image, start, end = self._ids(self.perceiver_tokenizer)
+        span = [start] + [image] * self.num_image_tokens + [end]
+        sequences = []
+        for sample, n_images in enumerate(images_per_sample):
+            prefix = []
+            if self.early_fusion:
+                prefix = self.perceiver_tokenizer(instructions[sample], add_special_tokens=False)["input_ids"]
+            sequences += [prefix + span] * n_images
+        return left_pad(sequences, self.perceiver_pad_id(), "perceiver_input_ids", "perceiver_attention_mask")
+
+    def perceiver_pad_id(self) -> int:
+        # Padded positions are masked out; any valid id works, the pad token is the natural one.
+        tok = self.perceiver_tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id or 0
+
+    def batch_decode(self, *args, **kwargs) -> list[str]:
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def decode(self, *args, **kwargs) -> str:
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.image_processor.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        if self.has_separate_perceiver_tokenizer:
+            self.perceiver_tokenizer.save_pretrained(directory / PERCEIVER_TOKENIZER_DIR)
+        settings = {
+            "num_image_tokens": self.num_image_tokens,
+            "use_perceiver": self.use_perceiver,
+            "early_fusion": self.early_fusion,
+            "image_token": self.image_token,
+            "image_start_token": self.image_start_token,
+            "image_end_token": self.image_end_token,
+        }
+        (directory / PROCESSOR_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> PrealignProcessor:
+        directory = Path(directory)
+        settings_file = directory / PROCESSOR_FILE
+        if not settings_file.is_file():
+            raise FileNotFoundError(f"{settings_file} not found: not a folder saved by PrealignProcessor.")
+        settings = json.loads(settings_file.read_text())
+        perceiver_dir = directory / PERCEIVER_TOKENIZER_DIR
+        return cls(
+            AutoImageProcessor.from_pretrained(directory),
+            AutoTokenizer.from_pretrained(directory),
+            AutoTokenizer.from_pretrained(perceiver_dir) if perceiver_dir.is_dir() else None,
+            **settings,
+        )
+
+
+def left_pad(sequences: list[list[int]], pad_id: int, ids_key: str, mask_key: str) -> dict[str, torch.Tensor]:
+    """Left-pad id lists into a tensor with its attention mask."""
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, length - len(seq) :] = torch.tensor(seq)
+            mask[row, length - len(seq) :] = 1
+    return {ids_key: ids, mask_key: mask}
+
+
+def _flatten_images(images) -> list:
+    if images is None:
+        return []
+    if isinstance(images, Image.Image):
+        return [images]
+    flat = []
+    for item in images:
+        flat.extend(item if isinstance(item, list | tuple) else [item])
+    return flat

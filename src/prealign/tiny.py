@@ -1,0 +1,136 @@
+"""Tiny random-init parts (real HF architectures) for tests, smoke runs and examples, no downloads."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+    SiglipImageProcessorPil,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+VisionKind = Literal["siglip", "clip"]
+LMKind = Literal["qwen3", "llama"]
+
+# ChatML, with {% generation %} around assistant replies so the tokenizer can return the
+# assistant-token mask that label masking is computed from.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}{{ message['content'] + '<|im_end|>\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "A red circle is left of a blue square. How many shapes are there? There are two shapes.",
+    "Describe the image. The picture shows a small green triangle above a large yellow circle.",
+    "What colour is the square? The square is blue. Is there a triangle? Yes. Is there a star? No.",
+    "Answer with the letter of the correct option. A. red B. green C. blue D. yellow",
+    "one two three four five six seven eight nine ten 0 1 2 3 4 5 6 7 8 9 + - = ?",
+]
+
+
+def tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (encodes any text) with a ChatML chat template."""
+    specials = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<|pad|>",
+        eos_token="<|im_end|>",
+        unk_token=None,
+        chat_template=CHATML_TEMPLATE,
+    )
+
+
+def tiny_vision_tower(
+    kind: VisionKind = "siglip", image_size: int = 32, patch_size: int = 8
+) -> PreTrainedModel:
+    common = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+    if kind == "siglip":
+        # The pooling head is unused by a VLM; without it every tower parameter gets gradients.
+        return SiglipVisionModel(SiglipVisionConfig(**common, vision_use_head=False))
+    if kind == "clip":
+        return CLIPVisionModel(CLIPVisionConfig(**common))
+    raise ValueError(f"Unknown tiny vision tower {kind!r}.")
+
+
+def tiny_image_processor(kind: VisionKind = "siglip", image_size: int = 32):
+    if kind == "siglip":
+        return SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+
+
+def tiny_causal_lm(
+    kind: LMKind = "qwen3", vocab_size: int = 384, hidden_size: int = 32, num_layers: int = 2
+) -> PreTrainedModel:
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden_size // 4,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    config = Qwen3Config(**common) if kind == "qwen3" else LlamaConfig(**common)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def tiny_model(
+    variant: Literal["baseline", "dpa"] = "dpa",
+    vision: VisionKind = "siglip",
+    target: LMKind = "qwen3",
+    perceiver: LMKind = "qwen3",
+    **config_kwargs,
+):
+    """A tiny random-init (model, processor) pair assembled through `from_parts`, as users do."""
+    from .modeling import PrealignForConditionalGeneration
+    from .processing import PrealignProcessor
+
+    processor = PrealignProcessor(tiny_image_processor(vision), tiny_tokenizer())
+    vocab = len(processor.tokenizer)
+    model = PrealignForConditionalGeneration.from_parts(
+        vision_model=tiny_vision_tower(vision),
+        text_model=tiny_causal_lm(target, vocab_size=vocab, hidden_size=48, num_layers=3),
+        perceiver_text_model=tiny_causal_lm(perceiver, vocab_size=vocab) if variant == "dpa" else None,
+        processor=processor,
+        **config_kwargs,
+    )
+    return model, processor
