@@ -6,7 +6,7 @@ model builds each part with `AutoModel.from_config` and no backbone needs a bran
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from huggingface_hub.dataclasses import strict
@@ -82,13 +82,13 @@ class PrealignConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.text_config.tie_word_embeddings:
             self.tie_word_embeddings = True
+        self.check_consistency()
         if self.image_seq_length is None:
             self.image_seq_length = count_image_features(
                 self.vision_config, self.vision_feature_layer, self.vision_feature_select_strategy
             )
         if self.is_dpa and self.perceiver_blocks == "mlp" and self.perceiver_mlp_hidden_size is None:
             self.perceiver_mlp_hidden_size = equal_parameter_mlp_width(self.perceiver_text_config)
-        self.check_consistency()
 
     @property
     def is_dpa(self) -> bool:
@@ -103,6 +103,15 @@ class PrealignConfig(PreTrainedConfig):
 
     def check_consistency(self) -> None:
         """Reject combinations that would silently train something other than what was asked."""
+        choices = {
+            "projector_type": get_args(ProjectorType),
+            "aligner_type": get_args(ProjectorType),
+            "perceiver_blocks": get_args(PerceiverBlocks),
+            "vision_feature_select_strategy": ("full", "drop_cls"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
         n_vision = self.vision_config.num_hidden_layers
         if not -(n_vision + 1) <= self.vision_feature_layer <= n_vision:
             raise ValueError(

@@ -95,7 +95,10 @@ def tiny_image_processor(kind: VisionKind = "siglip", image_size: int = 32):
 def tiny_causal_lm(
     kind: LMKind = "qwen3", vocab_size: int = 384, hidden_size: int = 32, num_layers: int = 2
 ) -> PreTrainedModel:
+    # A wide init (0.02 is the usual) so that attention really mixes positions: with tiny weights
+    # the residual stream dominates and a bug such as a padding leak moves outputs by only ~1e-6.
     common = dict(
+        initializer_range=0.3,
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,

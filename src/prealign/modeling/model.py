@@ -17,6 +17,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
 
 from ..config import PrealignConfig
+from .parts import load_causal_lm, load_vision_tower
 from .perceiver import PerceiverLM
 from .projectors import build_projector
 
@@ -264,21 +265,24 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         perceiver_text_model: PartSpec | None = None,
         processor=None,
         dtype: torch.dtype | None = None,
+        attn_implementation: str | None = None,
         **config_kwargs,
     ) -> PrealignForConditionalGeneration:
         """Assemble a model from pretrained parts; the parts keep their weights exactly.
 
         Each part is a local folder, a hub id or a model object. `vision_model` may be a vision tower
         or a dual encoder (CLIP/SigLIP) whose `.vision_model` is taken. `perceiver_text_model=None`
-        builds the LLaVA baseline. Only the projector and aligner (and, for the MLP ablation, the
+        builds the LLaVA baseline. `dtype` and `attn_implementation` apply to parts loaded from
+        folders or the hub. Only the projector and aligner (and, for the MLP ablation, the
         stand-in) are new. With a `processor`, the token ids come from it and the embedding tables
         grow to its tokenizers' lengths, and the processor is configured to match the model.
         """
-        from .parts import load_causal_lm, load_vision_tower
-
-        vision = load_vision_tower(vision_model, dtype)
-        text = load_causal_lm(text_model, dtype)
-        perceiver = load_causal_lm(perceiver_text_model, dtype) if perceiver_text_model is not None else None
+        load_kwargs = {k: v for k, v in (("dtype", dtype), ("attn_implementation", attn_implementation)) if v}
+        vision = load_vision_tower(vision_model, **load_kwargs)
+        text = load_causal_lm(text_model, **load_kwargs)
+        perceiver = (
+            None if perceiver_text_model is None else load_causal_lm(perceiver_text_model, **load_kwargs)
+        )
         if processor is not None:
             config_kwargs = {**processor.token_ids(), **config_kwargs}
         config = PrealignConfig(
@@ -313,8 +317,16 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
                 self._init_weights(module)
 
     def resize_to_processor(self, processor) -> None:
-        """Grow the embedding tables to the tokenizers' lengths (the added image/marker tokens)."""
+        """Grow the embedding tables to the tokenizers' lengths (the added image/marker tokens).
+
+        Generation never emits the placeholder or markers: a generated `<image>` would have no
+        features to fill it.
+        """
         self.resize_token_embeddings(len(processor.tokenizer))
         if self.config.is_dpa:
             self.model.perceiver.resize_token_embeddings(len(processor.perceiver_tokenizer))
             self.config.perceiver_text_config.vocab_size = len(processor.perceiver_tokenizer)
+        ids = processor.token_ids()
+        self.generation_config.suppress_tokens = sorted(
+            {ids["image_token_id"], ids["image_start_token_id"], ids["image_end_token_id"]}
+        )

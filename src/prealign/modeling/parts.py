@@ -4,41 +4,33 @@ from __future__ import annotations
 
 from os import PathLike
 
-import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 
 
-def load_vision_tower(
-    spec: str | PathLike | PreTrainedModel, dtype: torch.dtype | None = None
-) -> PreTrainedModel:
+def load_vision_tower(spec: str | PathLike | PreTrainedModel, **load_kwargs) -> PreTrainedModel:
     """A vision tower from a folder, hub id or model.
 
     Dual encoders (CLIP, SigLIP) are accepted too: their `.vision_model` is the tower.
     """
-    if isinstance(spec, PreTrainedModel):
-        model = spec
-    else:
-        config = AutoConfig.from_pretrained(spec)
-        model = AutoModel.from_pretrained(spec, dtype=dtype) if dtype else AutoModel.from_pretrained(spec)
-        if getattr(config, "vision_config", None) is None and not hasattr(model, "vision_model"):
-            return model
+    model = spec if isinstance(spec, PreTrainedModel) else AutoModel.from_pretrained(spec, **load_kwargs)
     tower = getattr(model, "vision_model", model)
     if not isinstance(tower, PreTrainedModel):
         raise TypeError(
             f"{type(model).__name__} does not expose a vision tower model (expected a vision model or a dual "
             "encoder whose `.vision_model` is one)."
         )
+    if load_kwargs.get("attn_implementation"):
+        # A dual encoder's tower keeps its own sub-config, which loading did not touch.
+        tower.set_attn_implementation(load_kwargs["attn_implementation"])
     return tower
 
 
-def load_causal_lm(
-    spec: str | PathLike | PreTrainedModel, dtype: torch.dtype | None = None
-) -> PreTrainedModel:
+def load_causal_lm(spec: str | PathLike | PreTrainedModel, **load_kwargs) -> PreTrainedModel:
     """A causal LM (with its head) from a folder, hub id or model."""
     model = (
         spec
         if isinstance(spec, PreTrainedModel)
-        else AutoModelForCausalLM.from_pretrained(spec, **({"dtype": dtype} if dtype else {}))
+        else AutoModelForCausalLM.from_pretrained(spec, **load_kwargs)
     )
     if model.get_output_embeddings() is None or model.base_model is model:
         raise TypeError(

@@ -1,0 +1,32 @@
+# Set-up and everyday commands. Each target creates/reuses .venv and installs what it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.prealign-installed
+
+.PHONY: demo test test-unit lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	# torch first, pinned: a CPU wheel of 2.13.0 is available here; an unpinned torch pulls CUDA wheels.
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the main job
+	$(VENV)/bin/prealign --help
+	$(VENV)/bin/prealign smoke
+
+test: $(STAMP)  ## lint + the whole test suite, end-to-end tests included
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q
+
+test-unit: $(STAMP)  ## fast iteration: unit tests only
+	$(PY) -m pytest -q -m "not e2e"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

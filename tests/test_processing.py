@@ -1,0 +1,114 @@
+"""PrealignProcessor: placeholders expanded by string-looked-up tokens, perceiver inputs, round trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import user_prompt
+
+from prealign import PrealignProcessor
+from prealign.tiny import tiny_causal_lm, tiny_image_processor, tiny_model, tiny_tokenizer
+
+
+def test_placeholder_and_markers_are_single_added_tokens():
+    processor = PrealignProcessor(tiny_image_processor(), tiny_tokenizer())
+    for token in processor.special_tokens():
+        ids = processor.tokenizer(token, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and processor.tokenizer.convert_ids_to_tokens(ids) == [token]
+
+
+def test_each_placeholder_expands_to_the_feature_count_between_markers(images):
+    model, processor = tiny_model("dpa")
+    n = model.config.image_seq_length
+    batch = processor([user_prompt(processor, "Compare <image> and <image>.")], images=images[:2])
+    ids = batch["input_ids"][0].tolist()
+    image, start, end = (
+        processor.token_ids()[k] for k in ("image_token_id", "image_start_token_id", "image_end_token_id")
+    )
+    starts = [i for i, t in enumerate(ids) if t == start]
+    assert len(starts) == 2
+    for s in starts:
+        assert ids[s + 1 : s + 1 + n] == [image] * n and ids[s + 1 + n] == end
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)
+
+
+def test_perceiver_sequences_are_left_padded_spans_with_the_instruction_first(images):
+    model, processor = tiny_model("dpa", early_fusion=True)
+    n = model.config.image_seq_length
+    prompts = [user_prompt(processor, "<image> a"), user_prompt(processor, "<image> b <image>")]
+    batch = processor(prompts, images=images[:3], instructions=["Colour?", "How many shapes are in view?"])
+    ids, mask = batch["perceiver_input_ids"], batch["perceiver_attention_mask"]
+    assert ids.shape[0] == 3  # one sequence per image
+    pid = processor.token_ids()
+    span = [pid["perceiver_image_start_token_id"]] + [pid["perceiver_image_token_id"]] * n
+    span += [pid["perceiver_image_end_token_id"]]
+    instructions = ["Colour?", "How many shapes are in view?", "How many shapes are in view?"]
+    for row, instruction in enumerate(instructions):
+        real = ids[row][mask[row].bool()].tolist()
+        prefix = processor.perceiver_tokenizer(instruction, add_special_tokens=False)["input_ids"]
+        assert real == prefix + span
+        assert mask[row, -1] == 1  # every span ends at the last position
+    assert mask[0, 0] == 0  # the shorter instruction is padded on the left
+
+
+def test_without_early_fusion_the_perceiver_sees_only_the_image(images):
+    model, processor = tiny_model("dpa")
+    batch = processor([user_prompt(processor, "<image> what?")], images=images[:1], instructions=["what?"])
+    assert batch["perceiver_input_ids"].shape == (1, model.config.image_span_length)
+    assert batch["perceiver_attention_mask"].all()
+
+
+def test_early_fusion_without_instructions_is_an_error(images):
+    _, processor = tiny_model("dpa", early_fusion=True)
+    with pytest.raises(ValueError, match="one instruction per sample"):
+        processor([user_prompt(processor, "<image>")], images=images[:1])
+
+
+def test_image_count_must_match_placeholders(images):
+    _, processor = tiny_model("dpa")
+    with pytest.raises(ValueError, match=r"2 <image> placeholders \(per sample: \[1, 1\]\) but 3 images"):
+        processor([user_prompt(processor, "<image>"), user_prompt(processor, "<image>")], images=images[:3])
+
+
+def test_hf_style_content_parts_become_placeholders(images):
+    _, processor = tiny_model("baseline")
+    parts = [{"type": "image"}, {"type": "text", "text": "What is it?"}]
+    assert processor.apply_chat_template([{"role": "user", "content": parts}]) == user_prompt(
+        processor, "<image>What is it?"
+    )
+
+
+def test_unconfigured_processor_explains_itself():
+    processor = PrealignProcessor(tiny_image_processor(), tiny_tokenizer())
+    with pytest.raises(ValueError, match="configure_for"):
+        processor(["hi"])
+
+
+def test_separate_perceiver_tokenizer_round_trips(tmp_path, images):
+    target_tok, perceiver_tok = tiny_tokenizer(), tiny_tokenizer(vocab_size=320)
+    processor = PrealignProcessor(tiny_image_processor(), target_tok, perceiver_tok)
+    from prealign import PrealignForConditionalGeneration
+    from prealign.tiny import tiny_vision_tower
+
+    model = PrealignForConditionalGeneration.from_parts(
+        tiny_vision_tower(),
+        tiny_causal_lm(vocab_size=len(target_tok), hidden_size=48),
+        tiny_causal_lm("llama", vocab_size=len(perceiver_tok)),
+        processor=processor,
+    )
+    ids = processor.token_ids()
+    assert ids["image_token_id"] != ids["perceiver_image_token_id"]
+    assert model.config.perceiver_text_config.vocab_size == len(perceiver_tok)
+    batch = processor([user_prompt(processor, "<image> hi")], images=images[:1])
+    assert torch.isfinite(model(**batch).logits).all()
+    processor.save_pretrained(tmp_path)
+    again = PrealignProcessor.from_pretrained(tmp_path)
+    assert again.has_separate_perceiver_tokenizer
+    batch_again = again([user_prompt(again, "<image> hi")], images=images[:1])
+    for key in batch:
+        assert torch.equal(batch[key], batch_again[key]), key
+
+
+def test_loading_a_folder_without_processor_settings_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"prealign_processor\.json"):
+        PrealignProcessor.from_pretrained(tmp_path)
