@@ -285,6 +285,8 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         )
         if processor is not None:
             config_kwargs = {**processor.token_ids(), **config_kwargs}
+        if attn_implementation:
+            config_kwargs["attn_implementation"] = attn_implementation
         config = PrealignConfig(
             vision_config=vision.config,
             text_config=text.config,

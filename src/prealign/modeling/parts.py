@@ -19,9 +19,6 @@ def load_vision_tower(spec: str | PathLike | PreTrainedModel, **load_kwargs) -> 
             f"{type(model).__name__} does not expose a vision tower model (expected a vision model or a dual "
             "encoder whose `.vision_model` is one)."
         )
-    if load_kwargs.get("attn_implementation"):
-        # A dual encoder's tower keeps its own sub-config, which loading did not touch.
-        tower.set_attn_implementation(load_kwargs["attn_implementation"])
     return tower
 
 
