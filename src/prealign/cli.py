@@ -64,6 +64,49 @@ def smoke(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def data_check(args: argparse.Namespace) -> int:
+    """Validate LLaVA-format files; exit 1 if any error class not tolerated is present."""
+    import json
+    from pathlib import Path
+
+    from .data.check import check_data, format_report
+    from .processing import PROCESSOR_FILE, PrealignProcessor
+
+    if (Path(args.tokenizer) / PROCESSOR_FILE).is_file():
+        processor = PrealignProcessor.from_pretrained(args.tokenizer)
+        if args.image_tokens:
+            processor.num_image_tokens = args.image_tokens
+    else:
+        from transformers import AutoTokenizer
+
+        if not args.image_tokens:
+            print(
+                f"error: {args.tokenizer} is a plain tokenizer; pass --image-tokens N (features per image)."
+            )
+            return 2
+        processor = PrealignProcessor(
+            None, AutoTokenizer.from_pretrained(args.tokenizer), num_image_tokens=args.image_tokens
+        )
+    report = check_data(
+        args.files,
+        processor,
+        image_root=args.image_root,
+        max_length=args.max_length,
+        show=args.show,
+        prompt_format=args.format,
+        progress=not args.json,
+    )
+    tolerate = set(args.tolerate)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report, tolerate))
+    errors = report.errors(tolerate)
+    if errors and not args.json:
+        print(f"\nFAILED: {', '.join(f'{k}={v}' for k, v in errors.items())}")
+    return 1 if errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .variants import VARIANTS
 
@@ -81,6 +124,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=smoke)
+
+    from .data.check import ERROR_CLASSES
+
+    data = commands.add_parser("data", help="data set tools").add_subparsers(
+        dest="data_command", required=True
+    )
+    p = data.add_parser("check", help="validate LLaVA-format JSON/JSONL files before training on them")
+    p.add_argument("files", nargs="+", help="JSON or JSONL record files")
+    p.add_argument(
+        "--image-root", help="folder the records' image paths are relative to (default: the file's)"
+    )
+    p.add_argument(
+        "--tokenizer", required=True, help="a tokenizer folder/hub id, or a saved PrealignProcessor"
+    )
+    p.add_argument("--image-tokens", type=int, help="feature positions per image (N); read from a processor")
+    p.add_argument("--max-length", type=int, help="truncation length the training run will use")
+    p.add_argument(
+        "--format", choices=["chat", "plain"], default="chat", help="plain: LLaVA stage-1 captions"
+    )
+    p.add_argument(
+        "--show", type=int, default=0, metavar="K", help="print K samples with supervised [[spans]]"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--tolerate", nargs="*", default=[], choices=ERROR_CLASSES, help="error classes not to fail on"
+    )
+    p.set_defaults(run=data_check)
     return parser
 
 

@@ -1,0 +1,17 @@
+"""LLaVA-format data: records, conversations -> tokens + labels, datasets, collation, checks."""
+
+from .collate import PrealignCollator
+from .conversation import IGNORE_INDEX, EncodedSample, RecordSkipped
+from .llava import DataSource, LlavaDataset
+from .records import DataError, RecordFile
+
+__all__ = [
+    "IGNORE_INDEX",
+    "DataError",
+    "DataSource",
+    "EncodedSample",
+    "LlavaDataset",
+    "PrealignCollator",
+    "RecordFile",
+    "RecordSkipped",
+]

@@ -1,0 +1,187 @@
+"""`prealign data check`: validate a data set before anyone spends GPU hours on it."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from ..processing import PrealignProcessor
+from .conversation import IGNORE_INDEX, RecordSkipped
+from .llava import DataSource, LlavaDataset
+from .records import DataError, RecordFile, image_paths
+
+ERROR_CLASSES = (
+    "malformed_file",
+    "malformed_record",
+    "unknown_role",
+    "placeholder_mismatch",
+    "template_mismatch",
+    "missing_image",
+    "corrupt_image",
+    "image_span_cut",
+    "no_supervised_tokens",
+)
+
+
+@dataclass
+class CheckReport:
+    records: int = 0
+    counts: Counter = field(default_factory=Counter)
+    lengths: list[int] = field(default_factory=list)
+    images_per_record: Counter = field(default_factory=Counter)
+    first_errors: dict[str, str] = field(default_factory=dict)
+    shown: list[str] = field(default_factory=list)
+
+    def record_error(self, kind: str, message: str) -> None:
+        self.counts[kind] += 1
+        self.first_errors.setdefault(kind, message)
+
+    def errors(self, tolerate: set[str] = frozenset()) -> dict[str, int]:
+        return {k: self.counts[k] for k in ERROR_CLASSES if self.counts[k] and k not in tolerate}
+
+    def to_dict(self) -> dict:
+        lengths = sorted(self.lengths)
+        return {
+            "records": self.records,
+            "usable": len(lengths),
+            "trimmed": self.counts["trimmed"],
+            "errors": {k: self.counts[k] for k in ERROR_CLASSES},
+            "first_error_of_each_kind": self.first_errors,
+            "token_length": _distribution(lengths),
+            "images_per_record": {str(k): v for k, v in sorted(self.images_per_record.items())},
+        }
+
+
+def _distribution(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+
+    def pct(q: float) -> int:
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    return {
+        "min": values[0],
+        "p50": pct(0.5),
+        "p90": pct(0.9),
+        "p99": pct(0.99),
+        "max": values[-1],
+        "mean": round(statistics.fmean(values), 1),
+    }
+
+
+def check_data(
+    files: list[str | Path],
+    processor: PrealignProcessor,
+    image_root: str | Path | None = None,
+    max_length: int | None = None,
+    show: int = 0,
+    prompt_format: str = "chat",
+    progress: bool = True,
+) -> CheckReport:
+    """Read every record of every file once and count what is wrong with it."""
+    report = CheckReport()
+    for path in files:
+        try:
+            dataset = LlavaDataset(
+                [DataSource(path, image_root)], processor, max_length=max_length, prompt_format=prompt_format
+            )
+        except DataError as err:
+            report.record_error(err.kind, str(err))
+            continue
+        file = dataset.files[0]
+        for r in tqdm(range(len(file)), desc=f"checking {Path(path).name}", unit="rec", disable=not progress):
+            report.records += 1
+            _check_record(dataset, file, r, report, show)
+    return report
+
+
+def _check_record(dataset: LlavaDataset, file: RecordFile, r: int, report: CheckReport, show: int) -> None:
+    try:
+        record = file[r]
+        name = file.record_name(r, record)
+        paths = image_paths(record)
+        report.images_per_record[len(paths)] += 1
+        root = Path(dataset.sources[0].image_root or file.path.parent)
+        image_ok = all([_check_image(root, p, file.path, name, report) for p in paths])
+        sample = dataset.encode_record(record, file.path, name)
+    except DataError as err:
+        report.record_error(err.kind, str(err))
+        return
+    except RecordSkipped as skipped:
+        report.record_error(skipped.kind, f"{file.path}: record {name}: {skipped}")
+        return
+    if not image_ok:
+        return
+    report.counts["trimmed"] += sample.trimmed
+    report.lengths.append(len(sample.input_ids))
+    if len(report.shown) < show:
+        report.shown.append(
+            f"--- {file.path.name} record {name}\n" + render_labels(sample, dataset.processor)
+        )
+
+
+def _check_image(root: Path, relative: str, file: Path, name: str, report: CheckReport) -> bool:
+    path = root / relative
+    if not path.is_file():
+        report.record_error("missing_image", f"{file}: record {name}: field 'image': image not found: {path}")
+        return False
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        report.record_error(
+            "corrupt_image", f"{file}: record {name}: field 'image': cannot decode {path}: {err}"
+        )
+        return False
+    return True
+
+
+def render_labels(sample, processor: PrealignProcessor) -> str:
+    """The sample as text, supervised spans in [[...]], each image span collapsed to one marker."""
+    ids = processor.token_ids()
+    image_ids = {ids["image_token_id"], ids["image_start_token_id"], ids["image_end_token_id"]}
+    pieces, run, supervised = [], [], None
+
+    def flush():
+        if run:
+            text = processor.tokenizer.decode(run)
+            pieces.append(f"[[{text}]]" if supervised else text)
+
+    for token, label in zip(sample.input_ids, sample.labels, strict=True):
+        if token in image_ids:
+            if token == ids["image_start_token_id"]:
+                flush()
+                run, supervised = [], None
+                pieces.append(f"<image x{processor.num_image_tokens}>")
+            continue
+        is_supervised = label != IGNORE_INDEX
+        if is_supervised != supervised:
+            flush()
+            run, supervised = [], is_supervised
+        run.append(token)
+    flush()
+    return "".join(pieces)
+
+
+def format_report(report: CheckReport, tolerate: set[str]) -> str:
+    d = report.to_dict()
+    lines = [
+        f"records read        {d['records']}",
+        f"usable              {d['usable']}",
+        f"trimmed to fit      {d['trimmed']}",
+    ]
+    for kind in ERROR_CLASSES:
+        mark = " (tolerated)" if kind in tolerate and d["errors"][kind] else ""
+        lines.append(f"{kind:<20}{d['errors'][kind]}{mark}")
+    if d["token_length"]:
+        lines.append("token length        " + "  ".join(f"{k} {v}" for k, v in d["token_length"].items()))
+    lines.append("images per record   " + "  ".join(f"{k}: {v}" for k, v in d["images_per_record"].items()))
+    for kind, message in d["first_error_of_each_kind"].items():
+        lines.append(f"first {kind}: {message}")
+    lines.extend(report.shown)
+    return "\n".join(lines)

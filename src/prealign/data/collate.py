@@ -1,0 +1,54 @@
+"""`PrealignCollator`: samples -> a padded batch the model takes as it is."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ..processing import PrealignProcessor
+from .conversation import IGNORE_INDEX
+
+
+class PrealignCollator:
+    """Pads ids/labels/masks (right for training, left for generation) and stacks the images.
+
+    Images are concatenated in sample -> image order, as the model fills image spans; the
+    perceiver's sequences (one per image) come from the processor, left-padded. `None` samples
+    (records the dataset skipped) are dropped.
+    """
+
+    def __init__(self, processor: PrealignProcessor, padding_side: Literal["right", "left"] = "right"):
+        self.processor = processor
+        self.padding_side = padding_side
+        pad = processor.tokenizer.pad_token_id
+        if pad is None:
+            raise ValueError("The target tokenizer has no pad token; set tokenizer.pad_token first.")
+        self.pad_id = pad
+
+    def __call__(self, samples: list[dict | None]) -> dict[str, torch.Tensor]:
+        samples = [s for s in samples if s is not None]
+        if not samples:
+            raise ValueError("Every sample of this batch was skipped; see the dataset's stats.")
+        length = max(len(s["input_ids"]) for s in samples)
+        batch = {
+            "input_ids": self._pad([s["input_ids"] for s in samples], length, self.pad_id),
+            "attention_mask": self._pad([torch.ones_like(s["input_ids"]) for s in samples], length, 0),
+            "labels": self._pad([s["labels"] for s in samples], length, IGNORE_INDEX),
+        }
+        pixels = [s["pixel_values"] for s in samples if s.get("num_images")]
+        if pixels:
+            batch["pixel_values"] = torch.cat(pixels)
+            if self.processor.use_perceiver:
+                counts = [s["num_images"] for s in samples]
+                batch.update(self.processor.perceiver_inputs(counts, [s["instruction"] for s in samples]))
+        return batch
+
+    def _pad(self, rows: list[torch.Tensor], length: int, value: int) -> torch.Tensor:
+        out = torch.full((len(rows), length), value, dtype=rows[0].dtype)
+        for i, row in enumerate(rows):
+            if self.padding_side == "right":
+                out[i, : len(row)] = row
+            else:
+                out[i, length - len(row) :] = row
+        return out

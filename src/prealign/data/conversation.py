@@ -1,0 +1,180 @@
+"""LLaVA conversations -> token ids and labels, from the tokenizer's own chat template.
+
+Labels are the assistant turns (and the token that ends each of them), every other token -100.
+They are computed from the rendered template: each assistant reply is located in the rendered
+text and mapped to tokens through the tokenizer's offsets, so no per-model preprocessing and no
+token ids are written here. Image placeholders are expanded at the id level afterwards, so a
+span is always whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..processing import PrealignProcessor
+from .records import DataError
+
+IGNORE_INDEX = -100
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+PromptFormat = Literal["chat", "plain"]
+
+
+@dataclass
+class EncodedSample:
+    """One record, tokenised: target ids and labels (image spans expanded) plus perceiver inputs."""
+
+    input_ids: list[int]
+    labels: list[int]
+    num_images: int
+    instruction: str
+    trimmed: bool = False
+
+
+class RecordSkipped(Exception):
+    """A well-formed record that cannot be trained on (e.g. truncation would cut an image span)."""
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(message)
+
+
+def to_messages(record: dict, file, name: str, image_token: str) -> list[dict]:
+    """Validate a record's conversation and map LLaVA roles to chat-template roles."""
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise DataError("malformed_record", file, name, "conversations", "missing or empty conversation list")
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise DataError(
+                "malformed_record", file, name, f"conversations[{i}]", "each turn needs a string 'value'"
+            )
+        role = ROLES.get(turn.get("from"))
+        if role is None:
+            raise DataError(
+                "unknown_role",
+                file,
+                name,
+                f"conversations[{i}].from",
+                f"unknown role {turn.get('from')!r} (expected one of {', '.join(ROLES)})",
+            )
+        if role == "assistant" and image_token in turn["value"]:
+            raise DataError(
+                "placeholder_mismatch",
+                file,
+                name,
+                f"conversations[{i}].value",
+                f"{image_token} in an assistant turn",
+            )
+        messages.append({"role": role, "content": turn["value"]})
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(
+            "malformed_record", file, name, "conversations", "no assistant ('gpt') turn to learn from"
+        )
+    return messages
+
+
+def first_instruction(messages: list[dict], image_token: str) -> str:
+    """What an early-fusion perceiver reads: the first user turn without its placeholders."""
+    first = next((m["content"] for m in messages if m["role"] == "user"), "")
+    return first.replace(image_token, "").strip()
+
+
+def encode_chat(messages: list[dict], processor: PrealignProcessor) -> tuple[list[int], list[int]]:
+    """Token ids and labels of a conversation rendered by the target tokenizer's chat template."""
+    tokenizer = processor.tokenizer
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    # Every message is located in order, so a reply is only searched for after the turn before
+    # it: a user turn that happens to contain the reply's words is never mistaken for it.
+    spans, cursor = [], 0
+    for message in messages:
+        start, end = _locate(text, message["content"], cursor)
+        if message["role"] == "assistant":
+            end = _through_turn_end(text, end, tokenizer.eos_token)
+            spans.append((start, end))
+        cursor = end
+    return _label_spans(tokenizer, text, spans)
+
+
+def encode_plain(
+    messages: list[dict], processor: PrealignProcessor, num_images: int
+) -> tuple[list[int], list[int]]:
+    """LLaVA's stage-1 "plain" format: the images, then the caption (the first reply) and EOS.
+
+    The prompt is dropped, so the caption is the only text and the only supervised text.
+    """
+    caption = next(m["content"] for m in messages if m["role"] == "assistant")
+    prefix = processor.image_token * num_images + "\n"
+    text = prefix + caption + (processor.tokenizer.eos_token or "")
+    return _label_spans(processor.tokenizer, text, [(len(prefix), len(text))])
+
+
+def _locate(text: str, content: str, cursor: int) -> tuple[int, int]:
+    """Where a message's content sits in the rendered text (templates may strip whitespace)."""
+    for candidate in (content, content.strip()):
+        start = text.find(candidate, cursor)
+        if start >= 0:
+            return start, start + len(candidate)
+    raise ValueError(
+        f"The chat template does not reproduce the turn {content[:60]!r} verbatim, so the assistant "
+        "turns cannot be located."
+    )
+
+
+def _through_turn_end(text: str, end: int, eos_token: str | None) -> int:
+    """Extend a reply over the end-of-turn token (the tokenizer's EOS) so the model learns to stop."""
+    if not eos_token:
+        return end
+    rest = text[end:]
+    gap = len(rest) - len(rest.lstrip(" \n"))
+    return end + gap + len(eos_token) if rest[gap:].startswith(eos_token) else end
+
+
+def _label_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    labels = [
+        token if any(s < end and e > start for start, end in spans) else IGNORE_INDEX
+        for token, (s, e) in zip(ids, enc["offset_mapping"], strict=True)
+    ]
+    return ids, labels
+
+
+def expand_images(
+    ids: list[int], labels: list[int], processor: PrealignProcessor
+) -> tuple[list[int], list[int]]:
+    """Replace each `<image>` id with `<image_start> <image>*N <image_end>`; never supervised."""
+    ids_map = processor.token_ids()
+    image = ids_map["image_token_id"]
+    span = [
+        ids_map["image_start_token_id"],
+        *[image] * processor.num_image_tokens,
+        ids_map["image_end_token_id"],
+    ]
+    out_ids, out_labels = [], []
+    for token, label in zip(ids, labels, strict=True):
+        if token == image:
+            out_ids += span
+            out_labels += [IGNORE_INDEX] * len(span)
+        else:
+            out_ids.append(token)
+            out_labels.append(label)
+    return out_ids, out_labels
+
+
+def truncate(ids: list[int], labels: list[int], max_length: int, image_start_id: int, span_length: int):
+    """Cut to `max_length` unless that would split or drop an image span (then the record is skipped).
+
+    Returns (ids, labels, trimmed).
+    """
+    if len(ids) <= max_length:
+        return ids, labels, False
+    starts = [i for i, token in enumerate(ids) if token == image_start_id]
+    if starts and starts[-1] + span_length > max_length:
+        raise RecordSkipped(
+            "image_span_cut",
+            f"{len(ids)} tokens > max_length {max_length}, and the cut would fall inside or before an "
+            "image span",
+        )
+    return ids[:max_length], labels[:max_length], True

@@ -1,0 +1,171 @@
+"""`LlavaDataset`: LLaVA-format records -> model samples, lazily, several files mixed with weights."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ..processing import PrealignProcessor
+from .conversation import (
+    IGNORE_INDEX,
+    EncodedSample,
+    PromptFormat,
+    RecordSkipped,
+    encode_chat,
+    encode_plain,
+    expand_images,
+    first_instruction,
+    to_messages,
+    truncate,
+)
+from .records import DataError, RecordFile, image_paths, load_image
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One record file, the folder its image paths are relative to, and its mixing weight.
+
+    A weight of 2 uses every record twice, 0.5 a fixed random half.
+    """
+
+    path: str | Path
+    image_root: str | Path | None = None
+    weight: float = 1.0
+
+
+class LlavaDataset(Dataset):
+    """Map-style dataset over LLaVA JSON/JSONL files; a record is tokenised only when asked for.
+
+    `on_error="raise"` (the default) stops at the first bad record with a `DataError` naming file,
+    record and field; `"skip"` returns `None` for it (the collator drops it) and counts it in
+    `stats`. Records that truncation cannot shorten without cutting an image span, and records
+    left with no supervised token, are always skipped, counted and warned about - never trained on
+    silently.
+    """
+
+    def __init__(
+        self,
+        sources: list[DataSource | str | Path],
+        processor: PrealignProcessor,
+        max_length: int | None = None,
+        prompt_format: PromptFormat = "chat",
+        on_error: str = "raise",
+        seed: int = 0,
+    ):
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if processor.num_image_tokens is None:
+            raise ValueError(
+                "The processor is not configured for a model yet (processor.configure_for(config))."
+            )
+        self.sources = [s if isinstance(s, DataSource) else DataSource(s) for s in sources]
+        self.files = [RecordFile(s.path) for s in self.sources]
+        self.processor = processor
+        self.max_length = max_length
+        self.prompt_format = prompt_format
+        self.on_error = on_error
+        self.stats: Counter[str] = Counter()
+        self.index = self._mix(seed)
+
+    def _mix(self, seed: int) -> list[tuple[int, int]]:
+        rng = random.Random(seed)
+        index = []
+        for f, (source, records) in enumerate(zip(self.sources, self.files, strict=True)):
+            whole, part = divmod(source.weight, 1)
+            index += [(f, r) for _ in range(int(whole)) for r in range(len(records))]
+            if part:
+                index += [(f, r) for r in sorted(rng.sample(range(len(records)), round(part * len(records))))]
+        return index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict | None:
+        f, r = self.index[i]
+        try:
+            sample = self.encode(f, r)
+        except DataError as err:
+            self.stats[err.kind] += 1
+            if self.on_error == "raise":
+                raise
+            return None
+        except RecordSkipped as skipped:
+            self.stats[skipped.kind] += 1
+            warnings.warn(f"{self.files[f].path}: record #{r} skipped: {skipped}", stacklevel=2)
+            return None
+        self.stats["trimmed" if sample["trimmed"] else "ok"] += 1
+        return sample
+
+    def encode(self, f: int, r: int, load_images: bool = True) -> dict:
+        """One record as a sample dict; raises DataError / RecordSkipped."""
+        file, source = self.files[f], self.sources[f]
+        record = file[r]
+        name = file.record_name(r, record)
+        encoded = self.encode_record(record, file.path, name)
+        sample = {
+            "input_ids": torch.tensor(encoded.input_ids),
+            "labels": torch.tensor(encoded.labels),
+            "num_images": encoded.num_images,
+            "instruction": encoded.instruction,
+            "trimmed": encoded.trimmed,
+        }
+        if encoded.num_images and load_images:
+            root = Path(source.image_root) if source.image_root else file.path.parent
+            images = [load_image(root, p, file.path, name) for p in image_paths(record)]
+            sample["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")[
+                "pixel_values"
+            ]
+        return sample
+
+    def encode_record(self, record: dict, file: Path, name: str) -> EncodedSample:
+        processor = self.processor
+        messages = to_messages(record, file, name, processor.image_token)
+        paths = image_paths(record)
+        placeholders = sum(m["content"].count(processor.image_token) for m in messages)
+        if placeholders != len(paths):
+            raise DataError(
+                "placeholder_mismatch",
+                file,
+                name,
+                "conversations",
+                f"{placeholders} {processor.image_token} placeholder(s) but {len(paths)} image(s) in 'image'",
+            )
+        if self.prompt_format == "plain":
+            ids, labels = encode_plain(messages, processor, len(paths))
+        else:
+            try:
+                ids, labels = encode_chat(messages, processor)
+            except ValueError as err:
+                raise DataError("template_mismatch", file, name, "conversations", str(err)) from err
+        ids, labels = expand_images(ids, labels, processor)
+        trimmed = False
+        if self.max_length is not None:
+            start_id = processor.token_ids()["image_start_token_id"]
+            ids, labels, trimmed = truncate(
+                ids, labels, self.max_length, start_id, processor.num_image_tokens + 2
+            )
+        if all(label == IGNORE_INDEX for label in labels):
+            raise RecordSkipped("no_supervised_tokens", "no assistant token is left to learn from")
+        return EncodedSample(
+            ids, labels, len(paths), first_instruction(messages, processor.image_token), trimmed
+        )
+
+    def approximate_lengths(self) -> list[int]:
+        """Cheap per-sample length estimates (words + image spans) for length-grouped batching.
+
+        Tokenising a million records to sort them would take longer than it saves; like LLaVA we
+        estimate from word counts, with each image counted at its full span.
+        """
+        span = self.processor.num_image_tokens + 2
+        lengths = []
+        for f, r in self.index:
+            record = self.files[f][r]
+            words = sum(len(str(t.get("value", "")).split()) for t in record.get("conversations") or [])
+            lengths.append(words + span * len(image_paths(record)))
+        return lengths
