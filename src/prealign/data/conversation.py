@@ -1,10 +1,10 @@
 """LLaVA conversations -> token ids and labels, from the tokenizer's own chat template.
 
 Labels are the assistant turns (and the token that ends each of them), every other token -100.
-They are computed from the rendered template: each assistant reply is located in the rendered
-text and mapped to tokens through the tokenizer's offsets, so no per-model preprocessing and no
-token ids are written here. Image placeholders are expanded at the id level afterwards, so a
-span is always whole.
+They are computed from the rendered template: the character span of each reply comes from
+rendering the conversation up to it, and maps to tokens through the tokenizer's offsets, so no
+per-model preprocessing and no token ids are written here. Image placeholders are expanded at the
+id level afterwards, so a span is always whole.
 """
 
 from __future__ import annotations
@@ -82,18 +82,30 @@ def first_instruction(messages: list[dict], image_token: str) -> str:
 
 
 def encode_chat(messages: list[dict], processor: PrealignProcessor) -> tuple[list[int], list[int]]:
-    """Token ids and labels of a conversation rendered by the target tokenizer's chat template."""
+    """Token ids and labels of a conversation rendered by the target tokenizer's chat template.
+
+    Reply i starts where the template's rendering of the turns before it, plus the generation
+    prompt, ends; it ends where the rendering through reply i ends (less what follows the
+    end-of-turn token). Both renderings must be prefixes of the whole: templates that rewrite
+    earlier turns later (none of the common ones) are rejected rather than mislabelled.
+    """
     tokenizer = processor.tokenizer
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    # Every message is located in order, so a reply is only searched for after the turn before
-    # it: a user turn that happens to contain the reply's words is never mistaken for it.
-    spans, cursor = [], 0
-    for message in messages:
-        start, end = _locate(text, message["content"], cursor)
-        if message["role"] == "assistant":
-            end = _through_turn_end(text, end, tokenizer.eos_token)
-            spans.append((start, end))
-        cursor = end
+
+    def render(turns: list[dict], generation_prompt: bool) -> str:
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+
+    text = render(messages, False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before, through = render(messages[:i], True), render(messages[: i + 1], False)
+        if not (text.startswith(before) and text.startswith(through)):
+            raise ValueError(
+                f"The chat template is not prefix-consistent at turn {i}: rendering the first turns does not "
+                "give a prefix of the whole conversation, so the assistant turns cannot be located."
+            )
+        spans.append((len(before), _end_of_turn(text, len(before), len(through), tokenizer.eos_token)))
     return _label_spans(tokenizer, text, spans)
 
 
@@ -110,25 +122,12 @@ def encode_plain(
     return _label_spans(processor.tokenizer, text, [(len(prefix), len(text))])
 
 
-def _locate(text: str, content: str, cursor: int) -> tuple[int, int]:
-    """Where a message's content sits in the rendered text (templates may strip whitespace)."""
-    for candidate in (content, content.strip()):
-        start = text.find(candidate, cursor)
-        if start >= 0:
-            return start, start + len(candidate)
-    raise ValueError(
-        f"The chat template does not reproduce the turn {content[:60]!r} verbatim, so the assistant "
-        "turns cannot be located."
-    )
-
-
-def _through_turn_end(text: str, end: int, eos_token: str | None) -> int:
-    """Extend a reply over the end-of-turn token (the tokenizer's EOS) so the model learns to stop."""
+def _end_of_turn(text: str, start: int, end: int, eos_token: str | None) -> int:
+    """Supervise through the turn's end-of-turn token (the tokenizer's EOS), not what follows it."""
     if not eos_token:
         return end
-    rest = text[end:]
-    gap = len(rest) - len(rest.lstrip(" \n"))
-    return end + gap + len(eos_token) if rest[gap:].startswith(eos_token) else end
+    position = text.rfind(eos_token, start, end)
+    return position + len(eos_token) if position >= 0 else end
 
 
 def _label_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
