@@ -155,10 +155,10 @@ def test_data_check_shows_the_label_mask(tmp_path, processor, capsys):
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "records read        5" in out
+    assert "records read          5" in out
     assert f"[[{PRETRAIN[0]['conversations'][1]['value']}<|im_end|>]]" in out
     assert f"<image x{n}>" in out
-    assert "images per record   0: 1  1: 3  2: 1" in out
+    assert "images per record     0: 1  1: 3  2: 1" in out
 
 
 @pytest.mark.e2e
@@ -186,5 +186,5 @@ def test_data_check_streams_a_large_file_with_a_progress_bar(tmp_path, processor
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "records read        20000" in result.stdout
+    assert "records read          20000" in result.stdout
     assert "rec/s" in result.stderr or "rec]" in result.stderr  # tqdm's bar

@@ -170,18 +170,13 @@ def render_labels(sample, processor: PrealignProcessor) -> str:
 
 def format_report(report: CheckReport, tolerate: set[str]) -> str:
     d = report.to_dict()
-    lines = [
-        f"records read        {d['records']}",
-        f"usable              {d['usable']}",
-        f"trimmed to fit      {d['trimmed']}",
-    ]
+    rows = [("records read", d["records"]), ("usable", d["usable"]), ("trimmed to fit", d["trimmed"])]
     for kind in ERROR_CLASSES:
         mark = " (tolerated)" if kind in tolerate and d["errors"][kind] else ""
-        lines.append(f"{kind:<20}{d['errors'][kind]}{mark}")
+        rows.append((kind, f"{d['errors'][kind]}{mark}"))
     if d["token_length"]:
-        lines.append("token length        " + "  ".join(f"{k} {v}" for k, v in d["token_length"].items()))
-    lines.append("images per record   " + "  ".join(f"{k}: {v}" for k, v in d["images_per_record"].items()))
-    for kind, message in d["first_error_of_each_kind"].items():
-        lines.append(f"first {kind}: {message}")
-    lines.extend(report.shown)
-    return "\n".join(lines)
+        rows.append(("token length", "  ".join(f"{k} {v}" for k, v in d["token_length"].items())))
+    rows.append(("images per record", "  ".join(f"{k}: {v}" for k, v in d["images_per_record"].items())))
+    lines = [f"{name:<22}{value}" for name, value in rows]
+    lines += [f"first {kind}: {message}" for kind, message in d["first_error_of_each_kind"].items()]
+    return "\n".join(lines + report.shown)
