@@ -1,0 +1,162 @@
+"""`train(settings)`: one stage of the recipe, from settings to a saved checkpoint."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoImageProcessor, AutoTokenizer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..data import DataSource, LlavaDataset, PrealignCollator
+from ..modeling import PrealignForConditionalGeneration
+from ..processing import PrealignProcessor
+from .recipes import LORA_DEFAULTS, RECIPES, apply_stage
+from .settings import ModelSettings, TrainSettings
+from .trainer import PrealignTrainer
+
+
+def build_model_and_processor(settings: ModelSettings):
+    """A saved prealign checkpoint, or a model assembled from pretrained parts."""
+    dtype = getattr(torch, settings.dtype) if settings.dtype else None
+    load = {k: v for k, v in (("dtype", dtype), ("attn_implementation", settings.attn_implementation)) if v}
+    if settings.checkpoint:
+        model = PrealignForConditionalGeneration.from_pretrained(settings.checkpoint, **load)
+        return model, PrealignProcessor.from_pretrained(settings.checkpoint)
+    if not (settings.vision and settings.text):
+        raise ValueError(
+            "model: give either `checkpoint` or both `vision` and `text` (and `perceiver` for DPA)."
+        )
+    perceiver_tokenizer = (
+        AutoTokenizer.from_pretrained(settings.perceiver_tokenizer) if settings.perceiver_tokenizer else None
+    )
+    processor = PrealignProcessor(
+        AutoImageProcessor.from_pretrained(settings.vision),
+        AutoTokenizer.from_pretrained(settings.text),
+        perceiver_tokenizer,
+    )
+    model = PrealignForConditionalGeneration.from_parts(
+        settings.vision, settings.text, settings.perceiver, processor=processor, **load, **settings.config
+    )
+    return model, processor
+
+
+def apply_lora(model, settings: TrainSettings, trainable: list[str]):
+    """LoRA on both LMs' linear layers; projector/aligner train whole and are saved with the adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = settings.lora
+    names = "|".join(lora.target_modules)
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        # Only the LMs' layers (target and perceiver), never the vision tower's same-named projections.
+        target_modules=rf".*language_model\..*\.({names})$",
+        modules_to_save=[p for p in trainable if p in ("projector", "aligner")],
+    )
+    return get_peft_model(model, config)
+
+
+def training_arguments(settings: TrainSettings, recipe) -> TrainingArguments:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    global_batch = settings.global_batch_size or recipe.global_batch_size
+    accumulation = max(1, global_batch // (settings.per_device_batch_size * world))
+    lr = settings.learning_rate or (
+        LORA_DEFAULTS["learning_rate"] if settings.lora.enabled else recipe.learning_rate
+    )
+    bf16 = settings.bf16
+    if bf16 is None:
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    checkpointing = settings.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = recipe.gradient_checkpointing
+    return TrainingArguments(
+        output_dir=settings.output_dir,
+        per_device_train_batch_size=settings.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        num_train_epochs=settings.epochs if settings.epochs is not None else recipe.epochs,
+        max_steps=settings.max_steps,
+        learning_rate=lr,
+        lr_scheduler_type=recipe.lr_scheduler,
+        warmup_steps=settings.warmup_ratio if settings.warmup_ratio is not None else recipe.warmup_ratio,
+        weight_decay=settings.weight_decay,
+        bf16=bf16,
+        activation_checkpointing=checkpointing,
+        logging_steps=settings.logging_steps,
+        logging_first_step=True,
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        dataloader_num_workers=settings.dataloader_num_workers,
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        fsdp=settings.fsdp or "",
+        deepspeed=settings.deepspeed,
+        report_to=settings.report_to,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def build_trainer(settings: TrainSettings, model=None, processor=None) -> PrealignTrainer:
+    """Everything `train` runs, ready to go (the model may be passed in already built)."""
+    recipe = RECIPES[settings.stage]
+    if model is None:
+        model, processor = build_model_and_processor(settings.model)
+    trainable = apply_stage(model, settings.stage, settings.freeze_perceiver)
+    if settings.lora.enabled:
+        model = apply_lora(model, settings, trainable)
+    data = settings.data
+    dataset = LlavaDataset(
+        [DataSource(f.path, f.image_root, f.weight) for f in data.files],
+        processor,
+        max_length=data.max_length or recipe.max_length,
+        prompt_format=data.prompt_format or recipe.prompt_format,
+        on_error=data.on_error,
+        seed=settings.seed,
+    )
+    vision_lr = settings.vision_learning_rate or recipe.vision_learning_rate
+    return PrealignTrainer(
+        model=model,
+        args=training_arguments(settings, recipe),
+        train_dataset=dataset,
+        data_collator=PrealignCollator(processor),
+        processing_class=processor,
+        module_learning_rates={"model.vision_tower": vision_lr} if vision_lr else None,
+        callbacks=[ThroughputCallback()],
+    )
+
+
+def train(settings: TrainSettings) -> PrealignTrainer:
+    """Run one stage; resumes from the newest checkpoint in `output_dir` when there is one."""
+    trainer = build_trainer(settings)
+    resume = (
+        get_last_checkpoint(settings.output_dir)
+        if settings.resume and Path(settings.output_dir).is_dir()
+        else None
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(settings.output_dir)
+    return trainer
+
+
+class ThroughputCallback(TrainerCallback):
+    """Adds samples/s and tokens/s since the previous log to every log line."""
+
+    def __init__(self):
+        self.last: tuple[float, int, int] | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        samples = (
+            state.global_step * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        )
+        if self.last is not None and logs is not None and now > self.last[0]:
+            elapsed = now - self.last[0]
+            logs["tokens_per_second"] = round((tokens - self.last[1]) / elapsed, 1)
+            logs["samples_per_second"] = round((samples - self.last[2]) / elapsed, 2)
+        self.last = (now, tokens, samples)

@@ -1,0 +1,57 @@
+"""Trainer glue: the transformers Trainer with per-module learning rates and length grouping.
+
+Everything else - DDP/FSDP/DeepSpeed, bf16, gradient accumulation, checkpoints and resume,
+logging - is the Trainer's own.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import Sampler
+from transformers import Trainer
+
+
+class PrealignTrainer(Trainer):
+    """A `Trainer` whose optimizer gives named modules their own learning rate.
+
+    `module_learning_rates` maps a module path (e.g. "model.vision_tower") to its learning rate;
+    every other trainable parameter uses `args.learning_rate`. The scheduler scales each group
+    from its own base rate, so warmup and cosine decay apply to all of them.
+    """
+
+    def __init__(self, *args, module_learning_rates: dict[str, float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.module_learning_rates = module_learning_rates or {}
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None or not self.module_learning_rates:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[float, float], list] = {}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            lr = self._learning_rate_of(name)
+            weight_decay = self.args.weight_decay if name in decay else 0.0
+            groups.setdefault((lr, weight_decay), []).append(param)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        param_groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _learning_rate_of(self, parameter_name: str) -> float:
+        for prefix, lr in self.module_learning_rates.items():
+            if f".{prefix}." in f".{parameter_name}":
+                return lr
+        return self.args.learning_rate
+
+    def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
+        # Length grouping from the dataset's cheap estimates: the Trainer would otherwise
+        # tokenise every record to measure it.
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "approximate_lengths"):
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedSampler(batch, dataset=dataset, lengths=dataset.approximate_lengths())
+        return super()._get_train_sampler(train_dataset)

@@ -1,0 +1,141 @@
+"""The two-stage recipe on the transformers Trainer: what trains, that it learns, LoRA, lr groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from data_fixtures import write_llava_set
+from peft import PeftModel
+
+from prealign import PrealignForConditionalGeneration, PrealignProcessor
+from prealign.data import DataSource, LlavaDataset, PrealignCollator
+from prealign.tiny import tiny_model
+from prealign.training import build_trainer, trainable_parts
+from prealign.training.recipes import part_of
+from prealign.training.settings import DataFile, DataSettings, LoraSettings, ModelSettings, TrainSettings
+
+
+def save_tiny(folder, variant="dpa", **config):
+    model, processor = tiny_model(variant, **config)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    data = write_llava_set(tmp_path / "data")
+    return tmp_path, data
+
+
+def settings_for(tmp_path, data, checkpoint, stage="finetune", **overrides) -> TrainSettings:
+    files = [
+        DataFile(str(data["instruct"]), str(data["images"])),
+        DataFile(str(data["pretrain"]), str(data["images"])),
+    ]
+    base = dict(
+        stage=stage,
+        output_dir=str(tmp_path / f"run_{stage}"),
+        model=ModelSettings(checkpoint=str(checkpoint)),
+        data=DataSettings(files=files, prompt_format="chat"),
+        max_steps=3,
+        per_device_batch_size=2,
+        global_batch_size=2,
+        learning_rate=1e-2,
+        vision_learning_rate=1e-3,
+        logging_steps=1,
+        save_steps=1000,
+        group_by_length=False,
+        warmup_ratio=0.0,
+    )
+    return TrainSettings(**{**base, **overrides})
+
+
+def changed_parts(before: dict, model) -> set[str]:
+    after = model.state_dict()
+    return {part_of(name) for name, value in before.items() if not torch.equal(value, after[name])}
+
+
+@pytest.mark.parametrize(
+    "variant,stage,freeze,expected",
+    [
+        ("dpa", "align", False, {"aligner"}),
+        ("baseline", "align", False, {"projector"}),
+        (
+            "dpa",
+            "finetune",
+            False,
+            {"vision_tower", "projector", "perceiver", "aligner", "language_model", "lm_head"},
+        ),
+        ("dpa", "finetune", True, {"aligner", "language_model", "lm_head"}),
+        ("baseline", "finetune", False, {"vision_tower", "projector", "language_model", "lm_head"}),
+    ],
+)
+def test_each_stage_changes_exactly_its_parameters(workspace, variant, stage, freeze, expected):
+    tmp_path, data = workspace
+    checkpoint = save_tiny(tmp_path / "ckpt", variant)
+    trainer = build_trainer(settings_for(tmp_path, data, checkpoint, stage, freeze_perceiver=freeze))
+    assert set(trainable_parts(trainer.model, stage, freeze)) == expected
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    assert changed_parts(before, trainer.model) == expected
+
+
+def test_vision_tower_gets_its_own_learning_rate(workspace):
+    tmp_path, data = workspace
+    trainer = build_trainer(settings_for(tmp_path, data, save_tiny(tmp_path / "ckpt")))
+    optimizer = trainer.create_optimizer()
+    vision = {id(p) for p in trainer.model.model.vision_tower.parameters()}
+    for group in optimizer.param_groups:
+        in_vision = {id(p) in vision for p in group["params"]}
+        assert len(in_vision) == 1  # a group is all vision or none
+        assert group["lr"] == (1e-3 if in_vision.pop() else 1e-2)
+
+
+def test_loss_falls_when_overfitting_a_handful_of_samples(workspace, capsys):
+    tmp_path, data = workspace
+    settings = settings_for(
+        tmp_path,
+        data,
+        save_tiny(tmp_path / "ckpt"),
+        max_steps=40,
+        learning_rate=3e-3,
+        vision_learning_rate=3e-4,
+        per_device_batch_size=5,
+        global_batch_size=5,
+    )
+    trainer = build_trainer(settings)
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert losses[-1] < 0.3 * losses[0], losses
+    printed = capsys.readouterr().out
+    assert "'tokens_per_second'" in printed and "'samples_per_second'" in printed
+
+
+def test_lora_adapters_round_trip_and_merge_with_the_aligner(workspace):
+    tmp_path, data = workspace
+    checkpoint = save_tiny(tmp_path / "ckpt")
+    lora = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0)
+    trainer = build_trainer(settings_for(tmp_path, data, checkpoint, lora=lora))
+    peft_model = trainer.model
+    lora_names = [n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n]
+    assert any("model.language_model." in n for n in lora_names)
+    assert any("perceiver.language_model." in n for n in lora_names)
+    assert not any("vision_tower" in n for n in lora_names)
+    trainer.train()
+    peft_model.save_pretrained(tmp_path / "adapter")
+
+    processor = PrealignProcessor.from_pretrained(checkpoint)
+    dataset = LlavaDataset([DataSource(data["instruct"], data["images"])], processor)
+    batch = PrealignCollator(processor)([dataset[i] for i in range(3)])
+    peft_model.eval()
+    base = PrealignForConditionalGeneration.from_pretrained(checkpoint)
+    with torch.no_grad():
+        trained = peft_model(**batch).logits
+        reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+        assert torch.equal(reloaded(**batch).logits, trained)
+        merged = reloaded.merge_and_unload()
+        assert isinstance(merged, PrealignForConditionalGeneration)
+        torch.testing.assert_close(merged(**batch).logits, trained, rtol=1e-4, atol=1e-4)
+    fresh = PrealignForConditionalGeneration.from_pretrained(checkpoint)
+    assert not torch.equal(merged.model.aligner[0].weight, fresh.model.aligner[0].weight)  # trained, and kept
