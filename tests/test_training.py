@@ -6,11 +6,12 @@ import pytest
 import torch
 from data_fixtures import write_llava_set
 from peft import PeftModel
+from transformers import TrainerCallback
 
 from prealign import PrealignForConditionalGeneration, PrealignProcessor
 from prealign.data import DataSource, LlavaDataset, PrealignCollator
 from prealign.tiny import tiny_model
-from prealign.training import build_trainer, trainable_parts
+from prealign.training import build_trainer, train, trainable_parts
 from prealign.training.recipes import part_of
 from prealign.training.settings import DataFile, DataSettings, LoraSettings, ModelSettings, TrainSettings
 
@@ -139,3 +140,43 @@ def test_lora_adapters_round_trip_and_merge_with_the_aligner(workspace):
         torch.testing.assert_close(merged(**batch).logits, trained, rtol=1e-4, atol=1e-4)
     fresh = PrealignForConditionalGeneration.from_pretrained(checkpoint)
     assert not torch.equal(merged.model.aligner[0].weight, fresh.model.aligner[0].weight)  # trained, and kept
+
+
+class StopAt(TrainerCallback):
+    """Simulates a killed run: stops right after the checkpoint at `step` is written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_interrupted_run_resumes_to_the_same_weights(workspace):
+    tmp_path, data = workspace
+    checkpoint = save_tiny(tmp_path / "ckpt")
+    common = dict(
+        max_steps=6,
+        save_steps=2,
+        save_total_limit=None,
+        group_by_length=True,
+        warmup_ratio=0.3,
+        learning_rate=3e-3,
+        vision_learning_rate=3e-4,
+    )
+
+    straight = settings_for(tmp_path, data, checkpoint, output_dir=str(tmp_path / "straight"), **common)
+    reference = train(straight).model.state_dict()
+
+    resumed = settings_for(tmp_path, data, checkpoint, output_dir=str(tmp_path / "resumed"), **common)
+    first = build_trainer(resumed)
+    first.add_callback(StopAt(4))
+    first.train()
+    assert first.state.global_step == 4 and (tmp_path / "resumed/checkpoint-4").is_dir()
+    second = train(resumed)  # finds checkpoint-4 in output_dir and continues
+    assert second.state.global_step == 6
+    final = second.model.state_dict()
+    assert all(torch.equal(final[k], reference[k]) for k in reference)
+    saved = PrealignForConditionalGeneration.from_pretrained(tmp_path / "resumed")
+    assert all(torch.equal(v, reference[k]) for k, v in saved.state_dict().items())

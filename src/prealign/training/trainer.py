@@ -6,8 +6,10 @@ logging - is the Trainer's own.
 
 from __future__ import annotations
 
+import torch
 from torch.utils.data import Sampler
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
 class PrealignTrainer(Trainer):
@@ -50,8 +52,27 @@ class PrealignTrainer(Trainer):
         # tokenise every record to measure it.
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "approximate_lengths"):
-            from transformers.trainer_pt_utils import LengthGroupedSampler
-
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return LengthGroupedSampler(batch, dataset=dataset, lengths=dataset.approximate_lengths())
+            return EpochSeededLengthGroupedSampler(
+                batch, lengths=dataset.approximate_lengths(), seed=self.args.data_seed or self.args.seed
+            )
         return super()._get_train_sampler(train_dataset)
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped order drawn from (seed, epoch) alone, so a resumed run sees the same order.
+
+    The stock sampler draws from the global RNG when an epoch starts; a run resumed mid-epoch
+    starts that epoch with another RNG state and would train on a different order.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        self.seed, self.epoch = seed, 0
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
