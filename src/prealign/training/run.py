@@ -12,35 +12,72 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import DataSource, LlavaDataset, PrealignCollator
 from ..modeling import PrealignForConditionalGeneration
+from ..modeling.parts import load_causal_lm
 from ..processing import PrealignProcessor
+from ..variants import VARIANTS
+from .distributed import block_class_names
+from .initialization import dpa_from_perceiver_vlm, reinitialize_perceiver_lm
 from .recipes import LORA_DEFAULTS, RECIPES, apply_stage
 from .settings import ModelSettings, TrainSettings
 from .trainer import PrealignTrainer
 
 
 def build_model_and_processor(settings: ModelSettings):
-    """A saved prealign checkpoint, or a model assembled from pretrained parts."""
+    """A saved prealign checkpoint, or a model of `settings.variant` assembled from pretrained parts."""
     dtype = getattr(torch, settings.dtype) if settings.dtype else None
     load = {k: v for k, v in (("dtype", dtype), ("attn_implementation", settings.attn_implementation)) if v}
     if settings.checkpoint:
         model = PrealignForConditionalGeneration.from_pretrained(settings.checkpoint, **load)
         return model, PrealignProcessor.from_pretrained(settings.checkpoint)
-    if not (settings.vision and settings.text):
-        raise ValueError(
-            "model: give either `checkpoint` or both `vision` and `text` (and `perceiver` for DPA)."
+    variant = VARIANTS[settings.variant]
+    _check_parts(settings, variant)
+    config = {**variant.config, **settings.config}
+    if settings.perceiver_vlm:
+        vlm_processor = PrealignProcessor.from_pretrained(settings.perceiver_vlm)
+        processor = PrealignProcessor(
+            vlm_processor.image_processor,
+            AutoTokenizer.from_pretrained(settings.text),
+            vlm_processor.tokenizer,
         )
-    perceiver_tokenizer = (
-        AutoTokenizer.from_pretrained(settings.perceiver_tokenizer) if settings.perceiver_tokenizer else None
-    )
-    processor = PrealignProcessor(
-        AutoImageProcessor.from_pretrained(settings.vision),
-        AutoTokenizer.from_pretrained(settings.text),
-        perceiver_tokenizer,
-    )
-    model = PrealignForConditionalGeneration.from_parts(
-        settings.vision, settings.text, settings.perceiver, processor=processor, **load, **settings.config
-    )
+        vlm = PrealignForConditionalGeneration.from_pretrained(settings.perceiver_vlm, **load)
+        text = load_causal_lm(settings.text, **load)
+        model = dpa_from_perceiver_vlm(vlm, text, processor, **config)
+    else:
+        perceiver_tokenizer = (
+            AutoTokenizer.from_pretrained(settings.perceiver_tokenizer)
+            if settings.perceiver_tokenizer
+            else None
+        )
+        processor = PrealignProcessor(
+            AutoImageProcessor.from_pretrained(settings.vision),
+            AutoTokenizer.from_pretrained(settings.text),
+            perceiver_tokenizer,
+        )
+        model = PrealignForConditionalGeneration.from_parts(
+            settings.vision, settings.text, settings.perceiver, processor=processor, **load, **config
+        )
+    if variant.perceiver_init == "random_lm_blocks":
+        reinitialize_perceiver_lm(model)
     return model, processor
+
+
+def _check_parts(settings: ModelSettings, variant) -> None:
+    where = f"model (variant {variant.name})"
+    if not settings.text:
+        raise ValueError(f"{where}: give `checkpoint`, or `text` (the target LM) and the perceiver's parts.")
+    if not variant.uses_perceiver:
+        if settings.perceiver or settings.perceiver_vlm or not settings.vision:
+            raise ValueError(f"{where}: the baseline takes `vision` and `text` only.")
+    elif variant.perceiver_init == "untrained":
+        if not (settings.vision and settings.perceiver):
+            raise ValueError(
+                f"{where}: needs `vision` and `perceiver` (a pretrained small LM); phi_p is new."
+            )
+    elif not settings.perceiver_vlm:
+        raise ValueError(
+            f"{where}: needs `perceiver_vlm`, a small VLM trained with the baseline recipe (stage "
+            "'align' then 'finetune' with the small LM as `text`); or use variant dpa_untrained_perceiver."
+        )
 
 
 def apply_lora(model, settings: TrainSettings, trainable: list[str]):
@@ -60,7 +97,7 @@ def apply_lora(model, settings: TrainSettings, trainable: list[str]):
     return get_peft_model(model, config)
 
 
-def training_arguments(settings: TrainSettings, recipe) -> TrainingArguments:
+def training_arguments(settings: TrainSettings, recipe, wrap_classes: list[str] = ()) -> TrainingArguments:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = settings.global_batch_size or recipe.global_batch_size
     accumulation = max(1, global_batch // (settings.per_device_batch_size * world))
@@ -95,7 +132,9 @@ def training_arguments(settings: TrainSettings, recipe) -> TrainingArguments:
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
+        ddp_find_unused_parameters=settings.ddp_find_unused_parameters,
         fsdp=settings.fsdp or "",
+        fsdp_config={"transformer_layer_cls_to_wrap": list(wrap_classes)} if settings.fsdp else None,
         deepspeed=settings.deepspeed,
         report_to=settings.report_to,
         use_cpu=not torch.cuda.is_available(),
@@ -107,7 +146,10 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
     recipe = RECIPES[settings.stage]
     if model is None:
         model, processor = build_model_and_processor(settings.model)
-    trainable = apply_stage(model, settings.stage, settings.freeze_perceiver)
+    freeze = settings.freeze_perceiver
+    if freeze is None:
+        freeze = settings.stage == "finetune" and VARIANTS[settings.model.variant].freeze_perceiver_in_stage2
+    trainable = apply_stage(model, settings.stage, freeze)
     if settings.lora.enabled:
         model = apply_lora(model, settings, trainable)
     data = settings.data
@@ -122,7 +164,7 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
     vision_lr = settings.vision_learning_rate or recipe.vision_learning_rate
     return PrealignTrainer(
         model=model,
-        args=training_arguments(settings, recipe),
+        args=training_arguments(settings, recipe, block_class_names(model)),
         train_dataset=dataset,
         data_collator=PrealignCollator(processor),
         processing_class=processor,

@@ -14,12 +14,18 @@ from .recipes import Stage
 
 @dataclass
 class ModelSettings:
-    """Either a saved prealign `checkpoint` (e.g. stage 1's output) or parts to assemble."""
+    """Either a saved prealign `checkpoint` (e.g. stage 1's output) or parts to assemble.
 
+    `variant` names a row of the paper's ablation table (prealign.variants.VARIANTS): it supplies
+    config values, how the perceiver starts and whether stage 2 freezes it.
+    """
+
+    variant: str = "dpa"
     checkpoint: str | None = None
     vision: str | None = None
     text: str | None = None
-    perceiver: str | None = None  # None with parts: the LLaVA baseline
+    perceiver: str | None = None  # a pretrained small causal LM (dpa_untrained_perceiver)
+    perceiver_vlm: str | None = None  # a small VLM trained with the baseline recipe (the usual perceiver)
     perceiver_tokenizer: str | None = None  # when the perceiver's vocabulary differs from the target's
     config: dict[str, Any] = field(default_factory=dict)  # PrealignConfig fields
     dtype: str | None = None
@@ -59,7 +65,7 @@ class TrainSettings:
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
-    freeze_perceiver: bool = False
+    freeze_perceiver: bool | None = None  # the variant's choice when unset
     learning_rate: float | None = None  # stage default when unset (LoRA: 2e-4)
     vision_learning_rate: float | None = None
     epochs: float | None = None
@@ -76,6 +82,8 @@ class TrainSettings:
     save_total_limit: int | None = 2
     seed: int = 0
     dataloader_num_workers: int = 0
+    # A rank whose batch is text-only leaves the vision path without gradients; DDP must know.
+    ddp_find_unused_parameters: bool = True
     fsdp: str | None = None  # e.g. "full_shard auto_wrap"
     deepspeed: str | None = None  # path to a DeepSpeed JSON config
     report_to: str = "none"
@@ -83,8 +91,8 @@ class TrainSettings:
 
 
 def load_settings(path: str | Path, overrides: list[str] = ()) -> TrainSettings:
-    """Read a YAML file, apply `a.b=value` overrides (values parsed as YAML), validate."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    """Read a YAML file (and the files it names as `base`), apply `a.b=value` overrides, validate."""
+    raw = read_yaml(Path(path))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -95,6 +103,24 @@ def load_settings(path: str | Path, overrides: list[str] = ()) -> TrainSettings:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
     return from_dict(TrainSettings, raw, where=str(path))
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping; a `base: other.yaml` key (relative to this file) is read first and overlaid."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    base = raw.pop("base", None)
+    return deep_merge(read_yaml(path.parent / base), raw) if base else raw
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = (
+            deep_merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
+    return merged
 
 
 def from_dict(cls, data: dict, where: str):
