@@ -180,3 +180,54 @@ def test_interrupted_run_resumes_to_the_same_weights(workspace):
     assert all(torch.equal(final[k], reference[k]) for k in reference)
     saved = PrealignForConditionalGeneration.from_pretrained(tmp_path / "resumed")
     assert all(torch.equal(v, reference[k]) for k, v in saved.state_dict().items())
+
+
+@pytest.mark.e2e
+def test_a_killed_run_resumes_to_the_same_weights(workspace):
+    """SIGKILL a real `prealign train` mid-run, leave a half-written checkpoint, resume, compare."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    tmp_path, data = workspace
+    checkpoint = save_tiny(tmp_path / "ckpt")
+    config = {
+        "stage": "finetune",
+        "model": {"checkpoint": str(checkpoint)},
+        "data": {
+            "files": [
+                {"path": str(data["instruct"]), "image_root": str(data["images"])},
+                {"path": str(data["pretrain"]), "image_root": str(data["images"])},
+            ]
+        },
+        "max_steps": 200,
+        "save_steps": 10,
+        "save_total_limit": 2,
+        "per_device_batch_size": 2,
+        "global_batch_size": 2,
+        "learning_rate": 1e-3,
+        "logging_steps": 50,
+    }
+
+    def command(name):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**config, "output_dir": str(tmp_path / name)}))
+        return [sys.executable, "-m", "prealign.cli", "train", str(tmp_path / f"{name}.yaml")]
+
+    subprocess.run(command("straight"), check=True, capture_output=True, timeout=600)
+    victim = subprocess.Popen(command("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / "killed/checkpoint-30/trainer_state.json"
+    deadline = time.time() + 300
+    while not marker.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL  # it really died mid-run
+    assert not (tmp_path / "killed/model.safetensors").exists()
+    (tmp_path / "killed/checkpoint-9999").mkdir()  # as if killed while writing a checkpoint
+    subprocess.run(command("killed"), check=True, capture_output=True, timeout=600)
+
+    reference = PrealignForConditionalGeneration.from_pretrained(tmp_path / "straight").state_dict()
+    resumed = PrealignForConditionalGeneration.from_pretrained(tmp_path / "killed").state_dict()
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import DataSource, LlavaDataset, PrealignCollator
 from ..modeling import PrealignForConditionalGeneration
@@ -174,16 +174,34 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
 
 
 def train(settings: TrainSettings) -> PrealignTrainer:
-    """Run one stage; resumes from the newest checkpoint in `output_dir` when there is one."""
+    """Run one stage; resumes from the newest complete checkpoint in `output_dir` when there is one."""
     trainer = build_trainer(settings)
-    resume = (
-        get_last_checkpoint(settings.output_dir)
-        if settings.resume and Path(settings.output_dir).is_dir()
-        else None
-    )
+    resume = last_complete_checkpoint(settings.output_dir) if settings.resume else None
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(settings.output_dir)
     return trainer
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest checkpoint whose trainer state was written (the Trainer writes it last).
+
+    A run killed while saving leaves a half-written checkpoint folder; resuming from it would fail.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    for checkpoint in sorted(folder.glob("checkpoint-*"), key=_step, reverse=True):
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(checkpoint)
+    return None
+
+
+def _step(checkpoint: Path) -> int:
+    suffix = checkpoint.name.removeprefix("checkpoint-")
+    return int(suffix) if suffix.isdigit() else -1
 
 
 class ThroughputCallback(TrainerCallback):
