@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from data_fixtures import write_llava_set
-from test_training import save_tiny
+from test_training import save_tiny, stage_config
 
 from prealign import PrealignForConditionalGeneration
 from prealign.training.run import _check_parts
@@ -52,14 +52,8 @@ def test_overrides_and_unknown_keys(tmp_path):
 def test_prealign_train_command_runs_a_stage(tmp_path):
     data = write_llava_set(tmp_path / "data")
     checkpoint = save_tiny(tmp_path / "ckpt")
-    config = {
-        "stage": "align",
-        "output_dir": str(tmp_path / "out"),
-        "model": {"checkpoint": str(checkpoint)},
-        "data": {"files": [{"path": str(data["pretrain"]), "image_root": str(data["images"])}]},
-        "per_device_batch_size": 2,
-        "global_batch_size": 2,
-    }
+    config = stage_config(tmp_path, data, checkpoint, "align", output_dir=str(tmp_path / "out"))
+    del config["max_steps"], config["logging_steps"]  # given on the command line below
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
         [

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from data_fixtures import write_llava_set
-from test_training import save_tiny
+from test_training import save_tiny, stage_config
 
 HERE = Path(__file__).parent
 
@@ -49,23 +49,15 @@ def rank_results(folder: Path) -> list[dict]:
 def test_torchrun_ddp_training_keeps_both_ranks_identical(tmp_path):
     data = write_llava_set(tmp_path / "data")
     checkpoint = save_tiny(tmp_path / "ckpt")
-    config = {
-        "stage": "finetune",
-        "output_dir": str(tmp_path / "run"),
-        "model": {"checkpoint": str(checkpoint)},
-        "data": {
-            "files": [
-                {"path": str(data["instruct"]), "image_root": str(data["images"])},
-                {"path": str(data["pretrain"]), "image_root": str(data["images"])},
-            ]
-        },
-        "max_steps": 4,
-        "per_device_batch_size": 1,
-        "global_batch_size": 2,
-        "learning_rate": 1e-3,
-        "logging_steps": 1,
-        "save_steps": 1000,
-    }
+    config = stage_config(
+        tmp_path,
+        data,
+        checkpoint,
+        output_dir=str(tmp_path / "run"),
+        max_steps=4,
+        per_device_batch_size=1,
+        learning_rate=1e-3,
+    )
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config))
     result = torchrun(HERE / "distributed/ddp_train.py", str(tmp_path / "ddp.yaml"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

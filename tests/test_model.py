@@ -90,37 +90,32 @@ def test_text_only_prompt_matches_target_lm(variant, target):
     assert torch.equal(ours, theirs)
 
 
-def test_early_fusion_changes_image_features(images):
-    model, processor = tiny_model("dpa", early_fusion=True)
+def features_for_two_instructions(early_fusion: bool, images) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same image's features when the user asks two different questions."""
+    model, processor = tiny_model("dpa", early_fusion=early_fusion)
     model.eval()
     prompt = user_prompt(processor, "<image>\nQuestion?")
-    a = processor([prompt], images=images[:1], instructions=["What colour is the circle?"])
-    b = processor([prompt], images=images[:1], instructions=["How many squares are there?"])
-    with torch.no_grad():
-        fa = model.get_image_features(
-            a["pixel_values"], a["perceiver_input_ids"], a["perceiver_attention_mask"]
-        )
-        fb = model.get_image_features(
-            b["pixel_values"], b["perceiver_input_ids"], b["perceiver_attention_mask"]
-        )
-    assert fa.shape == fb.shape == (model.config.image_span_length, model.config.text_config.hidden_size)
-    assert not torch.allclose(fa, fb)
+    features = []
+    for instruction in ("What colour is the circle?", "How many squares are there?"):
+        inputs = processor([prompt], images=images[:1], instructions=[instruction])
+        with torch.no_grad():
+            features.append(
+                model.get_image_features(
+                    inputs["pixel_values"], inputs["perceiver_input_ids"], inputs["perceiver_attention_mask"]
+                )
+            )
+    assert features[0].shape == (model.config.image_span_length, model.config.text_config.hidden_size)
+    return features[0], features[1]
+
+
+def test_early_fusion_changes_image_features(images):
+    first, second = features_for_two_instructions(True, images)
+    assert not torch.allclose(first, second)
 
 
 def test_without_early_fusion_the_instruction_leaves_image_features_bit_identical(images):
-    model, processor = tiny_model("dpa", early_fusion=False)
-    model.eval()
-    prompt = user_prompt(processor, "<image>\nQuestion?")
-    a = processor([prompt], images=images[:1], instructions=["What colour is the circle?"])
-    b = processor([prompt], images=images[:1], instructions=["How many squares are there?"])
-    with torch.no_grad():
-        fa = model.get_image_features(
-            a["pixel_values"], a["perceiver_input_ids"], a["perceiver_attention_mask"]
-        )
-        fb = model.get_image_features(
-            b["pixel_values"], b["perceiver_input_ids"], b["perceiver_attention_mask"]
-        )
-    assert torch.equal(fa, fb)
+    first, second = features_for_two_instructions(False, images)
+    assert torch.equal(first, second)
 
 
 def test_left_padding_of_perceiver_sequences_leaves_features_unchanged(images):

@@ -13,7 +13,7 @@ from prealign.data import DataSource, LlavaDataset, PrealignCollator
 from prealign.tiny import tiny_model
 from prealign.training import build_trainer, train, trainable_parts
 from prealign.training.recipes import part_of
-from prealign.training.settings import DataFile, DataSettings, LoraSettings, ModelSettings, TrainSettings
+from prealign.training.settings import TrainSettings, from_dict
 
 
 def save_tiny(folder, variant="dpa", **config):
@@ -29,27 +29,32 @@ def workspace(tmp_path):
     return tmp_path, data
 
 
-def settings_for(tmp_path, data, checkpoint, stage="finetune", **overrides) -> TrainSettings:
+def stage_config(tmp_path, data, checkpoint, stage="finetune", **overrides) -> dict:
+    """A small, fast stage over the fixture data, as the YAML a user would write."""
     files = [
-        DataFile(str(data["instruct"]), str(data["images"])),
-        DataFile(str(data["pretrain"]), str(data["images"])),
+        {"path": str(data["instruct"]), "image_root": str(data["images"])},
+        {"path": str(data["pretrain"]), "image_root": str(data["images"])},
     ]
-    base = dict(
-        stage=stage,
-        output_dir=str(tmp_path / f"run_{stage}"),
-        model=ModelSettings(checkpoint=str(checkpoint)),
-        data=DataSettings(files=files, prompt_format="chat"),
-        max_steps=3,
-        per_device_batch_size=2,
-        global_batch_size=2,
-        learning_rate=1e-2,
-        vision_learning_rate=1e-3,
-        logging_steps=1,
-        save_steps=1000,
-        group_by_length=False,
-        warmup_ratio=0.0,
-    )
-    return TrainSettings(**{**base, **overrides})
+    base = {
+        "stage": stage,
+        "output_dir": str(tmp_path / f"run_{stage}"),
+        "model": {"checkpoint": str(checkpoint)},
+        "data": {"files": files, "prompt_format": "chat"},
+        "max_steps": 3,
+        "per_device_batch_size": 2,
+        "global_batch_size": 2,
+        "learning_rate": 1e-2,
+        "vision_learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_steps": 1000,
+        "group_by_length": False,
+        "warmup_ratio": 0.0,
+    }
+    return {**base, **overrides}
+
+
+def settings_for(tmp_path, data, checkpoint, stage="finetune", **overrides) -> TrainSettings:
+    return from_dict(TrainSettings, stage_config(tmp_path, data, checkpoint, stage, **overrides), "test")
 
 
 def changed_parts(before: dict, model) -> set[str]:
@@ -116,7 +121,7 @@ def test_loss_falls_when_overfitting_a_handful_of_samples(workspace, capsys):
 def test_lora_adapters_round_trip_and_merge_with_the_aligner(workspace):
     tmp_path, data = workspace
     checkpoint = save_tiny(tmp_path / "ckpt")
-    lora = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0)
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}
     trainer = build_trainer(settings_for(tmp_path, data, checkpoint, lora=lora))
     peft_model = trainer.model
     lora_names = [n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n]
@@ -194,23 +199,18 @@ def test_a_killed_run_resumes_to_the_same_weights(workspace):
 
     tmp_path, data = workspace
     checkpoint = save_tiny(tmp_path / "ckpt")
-    config = {
-        "stage": "finetune",
-        "model": {"checkpoint": str(checkpoint)},
-        "data": {
-            "files": [
-                {"path": str(data["instruct"]), "image_root": str(data["images"])},
-                {"path": str(data["pretrain"]), "image_root": str(data["images"])},
-            ]
-        },
-        "max_steps": 200,
-        "save_steps": 10,
-        "save_total_limit": 2,
-        "per_device_batch_size": 2,
-        "global_batch_size": 2,
-        "learning_rate": 1e-3,
-        "logging_steps": 50,
-    }
+    config = stage_config(
+        tmp_path,
+        data,
+        checkpoint,
+        max_steps=200,
+        save_steps=10,
+        save_total_limit=2,
+        learning_rate=1e-3,
+        logging_steps=50,
+        group_by_length=True,
+        warmup_ratio=0.03,
+    )
 
     def command(name):
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**config, "output_dir": str(tmp_path / name)}))
