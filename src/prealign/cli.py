@@ -126,6 +126,24 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def nano_data(args: argparse.Namespace) -> int:
+    """Generate the nano world's data sets, benchmarks, text corpus and tokenizer."""
+    import dataclasses
+    import time
+
+    from .data.nano import NanoDataSpec, build_nano_data
+
+    sizes = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(NanoDataSpec) if getattr(args, f.name, None)
+    }
+    start = time.perf_counter()
+    paths = build_nano_data(args.out, NanoDataSpec(**{**sizes, "seed": args.seed}))
+    print(f"nano world written to {args.out} in {time.perf_counter() - start:.1f} s:")
+    for name, path in paths.items():
+        print(f"  {name:<18}{path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .variants import VARIANTS
 
@@ -152,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="key.sub=value overrides, e.g. max_steps=10 data.max_length=2048"
     )
     p.set_defaults(run=train_command)
+
+    nano = commands.add_parser("nano", help="the nano world").add_subparsers(
+        dest="nano_command", required=True
+    )
+    p = nano.add_parser("data", help="generate the nano world's data sets, benchmarks, corpus and tokenizer")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    for name in ("image_size", "pretrain", "instruct", "corpus", "benchmark"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help="default: see NanoDataSpec")
+    p.set_defaults(run=nano_data)
 
     from .data.check import ERROR_CLASSES
 

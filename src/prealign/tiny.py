@@ -19,20 +19,10 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from .chat_template import CHATML_TEMPLATE
+
 VisionKind = Literal["siglip", "clip"]
 LMKind = Literal["qwen3", "llama"]
-
-# ChatML, with {% generation %} around assistant replies so the tokenizer can return the
-# assistant-token mask that label masking is computed from.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
-    "{% else %}{{ message['content'] + '<|im_end|>\n' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 _CORPUS = [
     "A red circle is left of a blue square. How many shapes are there? There are two shapes.",

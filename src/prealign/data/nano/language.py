@@ -1,0 +1,186 @@
+"""Words about scenes: descriptions, captions, questions with answers, arithmetic and invented facts.
+
+Every question carries its benchmark group (general / reasoning / perception / text), a type and
+the rule that scores it (choice letter, yes/no, number, exact), so training data, text corpus
+and benchmarks all come from one generator.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .scenes import COLOURS, SHAPES, Scene
+
+LETTERS = "ABCD"
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+@dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str
+    group: str  # general | reasoning | perception | text
+    kind: str  # e.g. colour_at, count, spatial, arithmetic
+    scoring: str  # choice | yes_no | number | exact
+
+
+def describe(scene: Scene) -> str:
+    """The canonical description: every object with its position, in reading order."""
+    return " ".join(f"a {o.name} at {o.position}." for o in scene.objects)
+
+
+def caption(scene: Scene, rng: random.Random) -> str:
+    """A stage-1 caption: the description, phrased one of a few ways."""
+    lead = rng.choice(["", "the image shows ", "there is ", "in the picture: "])
+    n = len(scene.objects)
+    head = f"{NUMBER_WORDS[n]} object{'s' if n > 1 else ''}. "
+    return (lead + head + describe(scene)).strip()
+
+
+def _colour_at(scene: Scene, rng: random.Random) -> QA:
+    obj = rng.choice(scene.objects)
+    return QA(f"what colour is the object at {obj.position}?", obj.colour, "perception", "colour_at", "exact")
+
+
+def _shape_at(scene: Scene, rng: random.Random) -> QA:
+    obj = rng.choice(scene.objects)
+    return QA(f"what shape is at {obj.position}?", obj.shape, "perception", "shape_at", "exact")
+
+
+def _exists(scene: Scene, rng: random.Random) -> QA:
+    if rng.random() < 0.5:
+        obj = rng.choice(scene.objects)
+        colour, shape = obj.colour, obj.shape
+    else:
+        colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
+    answer = "yes" if scene.count(shape, colour) else "no"
+    return QA(f"is there a {colour} {shape}? answer yes or no.", answer, "perception", "exists", "yes_no")
+
+
+def _colour_choice(scene: Scene, rng: random.Random) -> QA:
+    obj = rng.choice(scene.objects)
+    options = [*rng.sample([c for c in COLOURS if c != obj.colour], 3), obj.colour]
+    rng.shuffle(options)
+    listed = " ".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(options))
+    question = f"what colour is the {obj.shape} at {obj.position}? {listed}. answer with the letter."
+    return QA(question, LETTERS[options.index(obj.colour)], "perception", "colour_choice", "choice")
+
+
+def _count(scene: Scene, rng: random.Random) -> QA:
+    if rng.random() < 0.5:
+        shape = rng.choice(SHAPES)
+        return QA(
+            f"how many {shape}s are there?", str(scene.count(shape=shape)), "reasoning", "count", "number"
+        )
+    colour = rng.choice(list(COLOURS))
+    return QA(
+        f"how many {colour} objects are there?",
+        str(scene.count(colour=colour)),
+        "reasoning",
+        "count",
+        "number",
+    )
+
+
+def _total(scene: Scene, rng: random.Random) -> QA:
+    a, b = rng.sample(SHAPES, 2)
+    answer = str(scene.count(shape=a) + scene.count(shape=b))
+    return QA(f"how many {a}s and {b}s are there in total?", answer, "reasoning", "count_sum", "number")
+
+
+def _compare(scene: Scene, rng: random.Random) -> QA:
+    a, b = rng.sample(list(COLOURS), 2)
+    answer = "yes" if scene.count(colour=a) > scene.count(colour=b) else "no"
+    return QA(
+        f"are there more {a} objects than {b} objects? answer yes or no.",
+        answer,
+        "reasoning",
+        "compare",
+        "yes_no",
+    )
+
+
+def _spatial(scene: Scene, rng: random.Random) -> QA:
+    # Only objects their colour and shape name unambiguously can be compared by name.
+    unique = [o for o in scene.objects if scene.count(o.shape, o.colour) == 1]
+    if len(unique) < 2:
+        return _count(scene, rng)
+    first, second = rng.sample(unique, 2)
+    relation = rng.choice(["left of", "right of", "above", "below"])
+    holds = {
+        "left of": first.column < second.column,
+        "right of": first.column > second.column,
+        "above": first.row < second.row,
+        "below": first.row > second.row,
+    }[relation]
+    pair = f"the {first.colour} {first.shape} {relation} the {second.colour} {second.shape}"
+    question = f"is {pair}? answer yes or no."
+    return QA(question, "yes" if holds else "no", "reasoning", "spatial", "yes_no")
+
+
+def _how_many_objects(scene: Scene, rng: random.Random) -> QA:
+    return QA("how many objects are there?", str(len(scene.objects)), "general", "total_objects", "number")
+
+
+def _which_description(scene: Scene, rng: random.Random, distractors: list[Scene]) -> QA:
+    options = [describe(s) for s in distractors[:3]] + [describe(scene)]
+    rng.shuffle(options)
+    listed = " ".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(options))
+    question = f"which description matches the image? {listed} answer with the letter."
+    return QA(question, LETTERS[options.index(describe(scene))], "general", "match_description", "choice")
+
+
+SCENE_QUESTIONS: tuple[Callable[[Scene, random.Random], QA], ...] = (
+    _colour_at,
+    _shape_at,
+    _exists,
+    _colour_choice,
+    _count,
+    _total,
+    _compare,
+    _spatial,
+    _how_many_objects,
+)
+
+
+def scene_question(scene: Scene, rng: random.Random, distractors: list[Scene] | None = None) -> QA:
+    """A random question about the scene (with distractor scenes, possibly a description match)."""
+    if distractors and rng.random() < 1 / (len(SCENE_QUESTIONS) + 1):
+        return _which_description(scene, rng, distractors)
+    return rng.choice(SCENE_QUESTIONS)(scene, rng)
+
+
+# Text-only knowledge: arithmetic and an invented fact base, for pre-training and forgetting.
+ARITHMETIC_MAX = 20
+_PLACES = ("zorbia", "quellan", "marrow", "tindle", "ospry", "vexholm", "larkin", "dunmere")
+_CAPITALS = ("quell", "amber", "sorn", "pike", "hollow", "rime", "fenwick", "garth")
+_ANIMALS = ("fox", "heron", "otter", "lynx", "moth", "newt", "crane", "badger")
+FACTS = tuple(
+    [(f"what is the capital of {p}?", c) for p, c in zip(_PLACES, _CAPITALS, strict=True)]
+    + [(f"which animal lives in {p}?", a) for p, a in zip(_PLACES, _ANIMALS, strict=True)]
+)
+
+
+def is_held_out_pair(a: int, b: int) -> bool:
+    """Addition pairs reserved for the text benchmark: never in the training corpus."""
+    return (a * 7 + b * 3) % 10 == 0
+
+
+def arithmetic(rng: random.Random, held_out: bool) -> QA:
+    while True:
+        a, b = rng.randint(0, ARITHMETIC_MAX), rng.randint(0, ARITHMETIC_MAX)
+        if is_held_out_pair(a, b) == held_out:
+            return QA(f"what is {a} plus {b}?", str(a + b), "text", "arithmetic", "number")
+
+
+def fact(rng: random.Random) -> QA:
+    question, answer = rng.choice(FACTS)
+    return QA(question, answer, "text", "fact", "exact")
+
+
+def text_scene_question(scene: Scene, rng: random.Random) -> QA:
+    """A scene question with the scene given in words: scene reasoning in the LM's text space."""
+    qa = scene_question(scene, rng)
+    return QA(f"scene: {describe(scene)} {qa.question}", qa.answer, "text", f"text_{qa.kind}", qa.scoring)

@@ -1,0 +1,148 @@
+"""The nano world's data: deterministic, real LLaVA format, benchmarks with scoring rules, held-out text."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+
+import pytest
+
+from prealign.cli import main
+from prealign.data import DataSource, LlavaDataset
+from prealign.data.check import check_data
+from prealign.data.conversation import IGNORE_INDEX
+from prealign.data.nano import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data, render, sample_scene
+from prealign.data.nano.language import is_held_out_pair, scene_question
+from prealign.processing import PrealignProcessor
+from prealign.tiny import tiny_image_processor
+
+SMALL = NanoDataSpec(pretrain=30, instruct=40, corpus=300, benchmark=12, image_size=32)
+
+
+def digest(folder) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nano")
+    return out, build_nano_data(out, SMALL)
+
+
+def test_same_seed_gives_byte_identical_files(world, tmp_path):
+    out, _ = world
+    build_nano_data(tmp_path / "again", SMALL)
+    assert digest(out) == digest(tmp_path / "again")
+    assert len(digest(out)) > SMALL.pretrain + SMALL.instruct
+
+
+def test_another_seed_gives_another_world(world, tmp_path):
+    out, _ = world
+    build_nano_data(tmp_path / "other", NanoDataSpec(**{**SMALL.__dict__, "seed": 1}))
+    assert digest(out)["pretrain.json"] != digest(tmp_path / "other")["pretrain.json"]
+
+
+def test_rendering_is_deterministic_and_shows_the_objects():
+    scene = sample_scene(random.Random(5), min_objects=3, max_objects=3)
+    a, b = render(scene, 48), render(scene, 48)
+    assert a.tobytes() == b.tobytes()
+    assert len(set(a.getdata())) >= 3  # background plus the objects' colours
+
+
+def test_the_data_goes_through_the_real_data_path_without_errors(world):
+    _, paths = world
+    processor = PrealignProcessor(tiny_image_processor(image_size=32), _tokenizer(paths), num_image_tokens=16)
+    report = check_data(
+        [paths["pretrain"], paths["instruct"]], processor, image_root=paths["images"], progress=False
+    )
+    assert report.records == SMALL.pretrain + SMALL.instruct and report.errors() == {}
+    assert report.images_per_record[0] > 0  # some text-only instruction records
+    dataset = LlavaDataset([DataSource(paths["instruct"], paths["images"])], processor)
+    record = json.loads(paths["instruct"].read_text())[0]
+    sample = dataset[0]
+    supervised = [
+        t
+        for t, label in zip(sample["input_ids"].tolist(), sample["labels"].tolist(), strict=True)
+        if label != IGNORE_INDEX
+    ]
+    tok = processor.tokenizer
+    expected = []
+    for turn in record["conversations"][1::2]:
+        expected += tok(turn["value"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert supervised == expected
+    assert tok.unk_token_id not in sample["input_ids"].tolist()  # the closed vocabulary covers the data
+
+
+def _tokenizer(paths):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(paths["tokenizer"])
+
+
+def test_benchmarks_hold_every_group_with_consistent_scoring_rules(world):
+    _, paths = world
+    for group in BENCHMARK_GROUPS:
+        items = json.loads(paths[f"bench_{group}"].read_text())
+        assert len(items) == SMALL.benchmark
+        for item in items:
+            assert item["group"] == group and ("image" in item) == (group != "text")
+            answer = item["answer"]
+            rule = {
+                "yes_no": answer in ("yes", "no"),
+                "choice": answer in "ABCD" and len(answer) == 1,
+                "number": answer.isdigit(),
+                "exact": bool(answer),
+            }
+            assert rule[item["scoring"]], item
+
+
+def test_held_out_arithmetic_never_appears_in_training_text(world):
+    _, paths = world
+    training_text = paths["corpus"].read_text() + paths["instruct"].read_text()
+    for a, b in re.findall(r"what is (\d+) plus (\d+)\?", training_text):
+        assert not is_held_out_pair(int(a), int(b))
+    bench = json.loads(paths["bench_text"].read_text())
+    held = [
+        re.match(r"what is (\d+) plus (\d+)\?", i["question"]) for i in bench if i["kind"] == "arithmetic"
+    ]
+    assert held and all(is_held_out_pair(int(m[1]), int(m[2])) for m in held)
+
+
+def test_spatial_questions_name_only_unique_objects():
+    rng = random.Random(0)
+    for _ in range(300):
+        scene = sample_scene(rng, min_objects=2, max_objects=4)
+        qa = scene_question(scene, rng)
+        if qa.kind == "spatial":
+            named = re.findall(r"the (\w+) (\w+)", qa.question)
+            assert all(scene.count(shape, colour) == 1 for colour, shape in named)
+
+
+def test_nano_data_command_writes_the_world(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "nano",
+                "data",
+                str(tmp_path / "w"),
+                "--pretrain",
+                "5",
+                "--instruct",
+                "5",
+                "--corpus",
+                "20",
+                "--benchmark",
+                "3",
+            ]
+        )
+        == 0
+    )
+    manifest = json.loads((tmp_path / "w/manifest.json").read_text())
+    assert manifest["spec"]["pretrain"] == 5 and (tmp_path / "w/tokenizer/tokenizer.json").is_file()
+    assert "nano world written" in capsys.readouterr().out
