@@ -144,6 +144,33 @@ def nano_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def nano_pretrain(args: argparse.Namespace) -> int:
+    """Pre-train one nano backbone from the world's tokenizer and print how much it learned."""
+    import time
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from .training import nano_backbones as nb
+
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(args.data) / "tokenizer"))
+    start = time.perf_counter()
+    if args.nano_command == "pretrain-vit":
+        model = nb.pretrain_vit(tokenizer, args.out, steps=args.steps or 600, seed=args.seed)
+        result = nb.evaluate_retrieval(model, nb.retrieval_pairs(tokenizer))
+        print(
+            f"image->caption top-1 {result['top1']:.2f} (chance {result['chance']:.2f}); held-out loss "
+            f"{result['loss']:.3f}"
+        )
+    else:
+        model = nb.pretrain_lm(tokenizer, args.out, size=args.size, steps=args.steps or 2000, seed=args.seed)
+        print(f"{'question type':<26}{'accuracy':>9}{'majority':>9}")
+        for kind, r in sorted(nb.evaluate_lm(model, tokenizer, nb.lm_eval_items()).items()):
+            print(f"{kind:<26}{r['accuracy']:>9.2f}{r['majority']:>9.2f}")
+    print(f"trained in {time.perf_counter() - start:.0f} s; saved to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .variants import VARIANTS
 
@@ -180,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("image_size", "pretrain", "instruct", "corpus", "benchmark"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help="default: see NanoDataSpec")
     p.set_defaults(run=nano_data)
+    for name, what in (("pretrain-lm", "a Qwen3 LM on the nano corpus"), ("pretrain-vit", "a SigLIP tower")):
+        p = nano.add_parser(name, help=f"pre-train {what} (resumes from its last checkpoint)")
+        p.add_argument("data", help="a folder written by `prealign nano data` (for its tokenizer)")
+        p.add_argument("--out", required=True)
+        p.add_argument("--steps", type=int)
+        p.add_argument("--seed", type=int, default=0)
+        if name == "pretrain-lm":
+            p.add_argument("--size", choices=["tiny", "perceiver", "target"], default="perceiver")
+        p.set_defaults(run=nano_pretrain)
 
     from .data.check import ERROR_CLASSES
 

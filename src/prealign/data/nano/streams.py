@@ -1,0 +1,98 @@
+"""Endless seeded streams of nano-world training examples for backbone pre-training.
+
+Scenes are drawn on the fly, so pre-training never repeats an example; a curriculum raises the
+number of objects per scene as training goes (few objects first).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .language import arithmetic, caption, fact, text_scene_question
+from .scenes import render, sample_scene
+
+
+class _SeededStream(IterableDataset):
+    def __init__(self, seed: int, total: int, max_objects: int = 4):
+        self.seed, self.total, self.max_objects = seed, total, max_objects
+
+    def _examples(self):
+        worker = get_worker_info()
+        wid, workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        rng = random.Random(f"{self.seed}/{wid}")
+        for index in range(wid, self.total, workers):
+            # Curriculum: the cap on objects grows from 1 to max_objects over the first 60% of the stream.
+            progress = min(1.0, index / max(1, 0.6 * self.total))
+            cap = 1 + round(progress * (self.max_objects - 1))
+            yield rng, cap
+
+    def __len__(self) -> int:
+        return self.total
+
+
+class CorpusStream(_SeededStream):
+    """Text lines `question: ... answer: X`; labels on the answer (and end token) only.
+
+    The scene descriptions are random, so their tokens cannot be predicted and would dominate a
+    plain LM loss; supervising answers spends the small model's capacity on reading the scene.
+    """
+
+    def __init__(self, tokenizer, seed: int, total: int, max_objects: int = 4, max_length: int = 96):
+        super().__init__(seed, total, max_objects)
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __iter__(self):
+        for rng, cap in self._examples():
+            qa = _corpus_qa(rng, cap)
+            yield encode_qa(self.tokenizer, qa.question, qa.answer, self.max_length)
+
+
+def _corpus_qa(rng: random.Random, cap: int):
+    kind = rng.random()
+    if kind < 0.75:
+        return text_scene_question(sample_scene(rng, max_objects=cap), rng)
+    if kind < 0.93:
+        return arithmetic(rng, held_out=False)
+    return fact(rng)
+
+
+def encode_qa(tokenizer, question: str, answer: str, max_length: int) -> dict[str, torch.Tensor]:
+    prompt = tokenizer(f"question: {question} answer:", add_special_tokens=False)["input_ids"]
+    target = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = (prompt + target)[-max_length:]
+    labels = ([-100] * len(prompt) + target)[-max_length:]
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+
+
+class CaptionStream(_SeededStream):
+    """(image, caption) pairs for contrastive pre-training of the vision tower."""
+
+    def __init__(
+        self,
+        image_processor,
+        tokenizer,
+        seed: int,
+        total: int,
+        image_size: int = 64,
+        max_objects: int = 4,
+        text_length: int = 48,
+    ):
+        super().__init__(seed, total, max_objects)
+        self.image_processor, self.tokenizer = image_processor, tokenizer
+        self.image_size, self.text_length = image_size, text_length
+
+    def __iter__(self):
+        for rng, cap in self._examples():
+            scene = sample_scene(rng, max_objects=cap)
+            yield self.encode(render(scene, self.image_size), caption(scene, rng))
+
+    def encode(self, image, text: str) -> dict[str, torch.Tensor]:
+        # SigLIP's text tower pools the last position, so texts are padded to one fixed length.
+        ids = self.tokenizer(
+            text, add_special_tokens=False, padding="max_length", truncation=True, max_length=self.text_length
+        )["input_ids"]
+        pixels = self.image_processor(image, return_tensors="pt")["pixel_values"][0]
+        return {"input_ids": torch.tensor(ids), "pixel_values": pixels}
