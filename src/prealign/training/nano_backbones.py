@@ -229,7 +229,7 @@ def pretrain_vit(
     out_dir: str | Path,
     steps: int = 600,
     batch: int = 128,
-    lr: float = 1e-3,
+    lr: float = 3e-4,
     seed: int = 0,
     image_size: int = 64,
     bf16: bool = True,
