@@ -46,3 +46,24 @@ def test_vit_pretraining_beats_random_init(tokenizer, tmp_path):
     after = nb.evaluate_retrieval(model, pairs)
     assert after["loss"] < 0.8 * before["loss"], (before, after)
     assert (tmp_path / "vit/preprocessor_config.json").is_file()
+
+
+@pytest.mark.e2e
+def test_one_command_builds_every_backbone_with_a_manifest_and_reuses_them(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "prealign.cli", "nano", "backbones", str(tmp_path / "nb"), "--tiny"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    manifest = json.loads((tmp_path / "nb/manifest.json").read_text())
+    assert set(manifest["parts"]) == {"data", "vit", "lm_perceiver", "lm_target"}
+    assert "nano backbones" in manifest["command"] and manifest["seed"] == 0
+    assert 0 <= manifest["parts"]["vit"]["scores"]["top1"] <= 1
+    assert "arithmetic" in manifest["parts"]["lm_target"]["scores"]
+    for folder in ("vit", "lm_perceiver", "lm_target"):
+        assert (tmp_path / "nb" / folder / "model.safetensors").is_file()
+    assert "total wall time" in first.stdout
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and second.stdout.count("reused") == 4

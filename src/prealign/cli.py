@@ -171,6 +171,20 @@ def nano_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def nano_backbones(args: argparse.Namespace) -> int:
+    """Data, tokenizer and every nano backbone, with a manifest of how they were made and what they score."""
+    from .data.nano import NanoDataSpec
+    from .pipelines.nano_backbones import TINY_BUDGET, BackboneBudget, build_backbones, format_manifest
+
+    if args.tiny:
+        spec = NanoDataSpec(seed=args.seed, pretrain=40, instruct=40, corpus=400, benchmark=20)
+        manifest = build_backbones(args.out, seed=args.seed, budget=TINY_BUDGET, data_spec=spec)
+    else:
+        manifest = build_backbones(args.out, seed=args.seed, budget=BackboneBudget())
+    print(format_manifest(manifest))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .variants import VARIANTS
 
@@ -207,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("image_size", "pretrain", "instruct", "corpus", "benchmark"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help="default: see NanoDataSpec")
     p.set_defaults(run=nano_data)
+    p = nano.add_parser(
+        "backbones", help="data + tokenizer + ViT + perceiver LM + target LM, with a manifest"
+    )
+    p.add_argument("out", help="output folder (finished parts in it are reused)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tiny", action="store_true", help="smallest sizes and a few steps (tests, smoke runs)")
+    p.set_defaults(run=nano_backbones)
     for name, what in (("pretrain-lm", "a Qwen3 LM on the nano corpus"), ("pretrain-vit", "a SigLIP tower")):
         p = nano.add_parser(name, help=f"pre-train {what} (resumes from its last checkpoint)")
         p.add_argument("data", help="a folder written by `prealign nano data` (for its tokenizer)")
