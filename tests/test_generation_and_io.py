@@ -17,7 +17,7 @@ from transformers import (
 
 import prealign
 from prealign import PrealignForConditionalGeneration, PrealignProcessor
-from prealign.tiny import tiny_causal_lm, tiny_image_processor, tiny_model, tiny_tokenizer
+from prealign.tiny import tiny_causal_lm, tiny_image_processor, tiny_model, tiny_tokenizer, tiny_vision_tower
 
 
 @pytest.mark.parametrize("variant", ["baseline", "dpa"])
@@ -187,3 +187,19 @@ def test_bare_target_lm_is_still_a_standalone_causal_lm(tmp_path):
     prompt = processor([user_prompt(processor, "2+2?")])
     with torch.no_grad():
         assert torch.equal(lm(**prompt).logits, model(**prompt).logits)
+
+
+def test_new_modules_follow_the_parts_dtype(images):
+    processor = PrealignProcessor(tiny_image_processor(), tiny_tokenizer())
+    vocab = len(processor.tokenizer)
+    parts = [
+        tiny_vision_tower(),
+        tiny_causal_lm(vocab_size=vocab, hidden_size=48),
+        tiny_causal_lm(vocab_size=vocab),
+    ]
+    model = PrealignForConditionalGeneration.from_parts(
+        *[p.to(torch.bfloat16) for p in parts], processor=processor
+    )
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    batch = mixed_batch(processor, images)
+    assert torch.isfinite(model(**batch).logits.float()).all()

@@ -303,18 +303,19 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
                 model.model.perceiver.language_model = perceiver.base_model
             else:
                 model.model.perceiver.embed_tokens = perceiver.get_input_embeddings()
-        model._materialize_new_modules(dtype or next(text.parameters()).dtype)
+        reference = next(text.parameters())
+        model._materialize_new_modules(reference.device, dtype or reference.dtype)
         if processor is not None:
             processor.configure_for(config)
             model.resize_to_processor(processor)
         return model
 
-    def _materialize_new_modules(self, dtype: torch.dtype) -> None:
-        """Give the modules that no part supplied (projector, aligner, ...) real, initialised weights."""
+    def _materialize_new_modules(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Initialise the modules no part supplied (projector, aligner, ...) on the target's device."""
         for module in self.modules():
             direct = list(module.parameters(recurse=False))
             if direct and any(p.is_meta for p in direct):
-                module.to_empty(device="cpu", recurse=False)
+                module.to_empty(device=device, recurse=False)
                 module.to(dtype)
                 self._init_weights(module)
 
