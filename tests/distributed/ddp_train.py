@@ -17,7 +17,6 @@ from prealign.training import build_trainer, load_settings
 class RanksAgree(TrainerCallback):
     def __init__(self):
         self.agreement: list[bool] = []
-        self.first_batch_ids: list[int] = []
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         flat = torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -44,7 +44,7 @@ RECIPES: dict[Stage, StageRecipe] = {
         max_length=8192,
     ),
 }
-LORA_DEFAULTS = {"r": 32, "lora_alpha": 32, "learning_rate": 2e-4}
+LORA_LEARNING_RATE = 2e-4  # the paper's LoRA setting (rank and alpha 32 are LoraSettings defaults)
 
 
 def trainable_parts(model: nn.Module, stage: Stage, freeze_perceiver: bool = False) -> list[str]:

@@ -17,7 +17,7 @@ from ..processing import PrealignProcessor
 from ..variants import VARIANTS
 from .distributed import block_class_names
 from .initialization import dpa_from_perceiver_vlm, reinitialize_perceiver_lm
-from .recipes import LORA_DEFAULTS, RECIPES, apply_stage
+from .recipes import LORA_LEARNING_RATE, RECIPES, apply_stage
 from .settings import ModelSettings, TrainSettings
 from .trainer import PrealignTrainer
 
@@ -101,9 +101,7 @@ def training_arguments(settings: TrainSettings, recipe, wrap_classes: list[str] 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = settings.global_batch_size or recipe.global_batch_size
     accumulation = max(1, global_batch // (settings.per_device_batch_size * world))
-    lr = settings.learning_rate or (
-        LORA_DEFAULTS["learning_rate"] if settings.lora.enabled else recipe.learning_rate
-    )
+    lr = settings.learning_rate or (LORA_LEARNING_RATE if settings.lora.enabled else recipe.learning_rate)
     bf16 = settings.bf16
     if bf16 is None:
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
