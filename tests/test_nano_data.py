@@ -146,3 +146,59 @@ def test_nano_data_command_writes_the_world(tmp_path, capsys):
     manifest = json.loads((tmp_path / "w/manifest.json").read_text())
     assert manifest["spec"]["pretrain"] == 5 and (tmp_path / "w/tokenizer/tokenizer.json").is_file()
     assert "nano world written" in capsys.readouterr().out
+
+
+def _oracle(scene, qa) -> str:
+    """Answer a yes/no question again from the scene, by parsing the question's own words."""
+    if qa.kind == "exists":
+        colour, shape = re.match(r"is there a (\w+) (\w+)\?", qa.question).groups()
+        holds = scene.count(shape, colour) > 0
+    elif qa.kind == "compare":
+        a, b = re.match(r"are there more (\w+) objects than (\w+) objects", qa.question).groups()
+        holds = scene.count(colour=a) > scene.count(colour=b)
+    else:
+        c1, s1, relation, c2, s2 = re.match(
+            r"is the (\w+) (\w+) (left of|right of|above|below) the (\w+) (\w+)\?", qa.question
+        ).groups()
+        first, second = (
+            next(o for o in scene.objects if (o.colour, o.shape) == cs) for cs in ((c1, s1), (c2, s2))
+        )
+        holds = {
+            "left of": first.column < second.column,
+            "right of": first.column > second.column,
+            "above": first.row < second.row,
+            "below": first.row > second.row,
+        }[relation]
+    return "yes" if holds else "no"
+
+
+def test_yes_no_questions_are_right_and_balanced():
+    rng = random.Random(3)
+    answers: dict[str, list[str]] = {"exists": [], "compare": [], "spatial": []}
+    while min(len(v) for v in answers.values()) < 300:
+        scene = sample_scene(rng)
+        qa = scene_question(scene, rng)
+        if qa.kind in answers:
+            assert qa.answer == _oracle(scene, qa), (scene, qa)
+            answers[qa.kind].append(qa.answer)
+    for kind, given in answers.items():
+        assert 0.4 < given.count("yes") / len(given) < 0.6, kind  # "always no" cannot score well
+
+
+def test_the_tokenizer_does_not_depend_on_seed_or_sizes(world, tmp_path):
+    _, paths = world
+    other = build_nano_data(
+        tmp_path / "other", NanoDataSpec(seed=7, pretrain=3, instruct=3, corpus=5, benchmark=2)
+    )
+    assert (paths["tokenizer"] / "tokenizer.json").read_bytes() == (
+        other["tokenizer"] / "tokenizer.json"
+    ).read_bytes()
+
+
+def test_a_word_outside_the_vocabulary_is_reported():
+    from prealign.data.nano.tokenizer import check_vocabulary, nano_tokenizer
+
+    tokenizer = nano_tokenizer()
+    check_vocabulary(tokenizer, ["is there a red circle? answer yes or no."])
+    with pytest.raises(ValueError, match="'hexagon'"):
+        check_vocabulary(tokenizer, ["is there a red hexagon?"])

@@ -10,9 +10,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .language import QA, arithmetic, caption, fact, scene_question, text_scene_question
+from .language import (
+    CAPTION_PROMPTS,
+    QA,
+    arithmetic,
+    caption,
+    corpus_segments,
+    corpus_text,
+    fact,
+    scene_question,
+    text_scene_question,
+)
 from .scenes import Scene, render, sample_scene
-from .tokenizer import nano_texts, train_nano_tokenizer
+from .tokenizer import check_vocabulary, nano_texts, nano_tokenizer
 
 BENCHMARK_GROUPS = ("general", "reasoning", "perception", "text")
 
@@ -24,7 +34,8 @@ class NanoDataSpec:
     pretrain: int = 4000  # stage-1 captions
     instruct: int = 4000  # stage-2 conversations
     text_only_fraction: float = 0.1  # of instruct records, as in LLaVA's mix
-    corpus: int = 40000  # text-corpus lines for LM pre-training
+    corpus: int = 10000  # text-corpus lines (sequences of questions) for LM pre-training
+    questions_per_line: int = 6
     benchmark: int = 300  # items per benchmark group
     max_objects: int = 4
 
@@ -58,7 +69,7 @@ def build_pretrain(spec: NanoDataSpec, rng: random.Random, images: _ImageWriter)
     records = []
     for i in tqdm(range(spec.pretrain), desc="pretrain captions", unit="img"):
         scene = sample_scene(rng, max_objects=spec.max_objects)
-        prompt = rng.choice(["describe the image briefly.", "what is in the picture?", "describe the scene."])
+        prompt = rng.choice(CAPTION_PROMPTS)
         records.append(
             {
                 "id": f"pretrain_{i:06d}",
@@ -93,15 +104,8 @@ def build_instruct(spec: NanoDataSpec, rng: random.Random, images: _ImageWriter)
 
 
 def corpus_line(rng: random.Random, spec: NanoDataSpec) -> str:
-    """One line of LM pre-training text: a scene in words with a question, arithmetic or a fact."""
-    kind = rng.random()
-    if kind < 0.7:
-        qa = text_scene_question(sample_scene(rng, max_objects=spec.max_objects), rng)
-    elif kind < 0.9:
-        qa = arithmetic(rng, held_out=False)
-    else:
-        qa = fact(rng)
-    return f"question: {qa.question} answer: {qa.answer}"
+    """One line of LM pre-training text, from the generator the backbones' training stream draws from."""
+    return corpus_text(corpus_segments(rng, spec.max_objects, spec.questions_per_line))
 
 
 def build_benchmarks(spec: NanoDataSpec, rng: random.Random, images: _ImageWriter) -> dict[str, list[dict]]:
@@ -166,7 +170,9 @@ def build_nano_data(out_dir: str | Path, spec: NanoDataSpec = NanoDataSpec()) ->
         paths[f"bench_{group}"] = out / "bench" / f"{group}.json"
         write_json(paths[f"bench_{group}"], items)
     paths["tokenizer"] = out / "tokenizer"
-    train_nano_tokenizer(nano_texts(paths)).save_pretrained(paths["tokenizer"])
+    tokenizer = nano_tokenizer()
+    check_vocabulary(tokenizer, nano_texts(paths))
+    tokenizer.save_pretrained(paths["tokenizer"])
     files = {k: str(v.relative_to(out)) for k, v in paths.items() if k != "manifest"}
     write_json(paths["manifest"], {"spec": asdict(spec), "files": files})
     return paths

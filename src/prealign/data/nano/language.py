@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .scenes import COLOURS, SHAPES, Scene
+from .scenes import COLOURS, SHAPES, Scene, sample_scene
 
 LETTERS = "ABCD"
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -24,6 +24,9 @@ class QA:
     group: str  # general | reasoning | perception | text
     kind: str  # e.g. colour_at, count, spatial, arithmetic
     scoring: str  # choice | yes_no | number | exact
+
+
+CAPTION_PROMPTS = ("describe the image briefly.", "what is in the picture?", "describe the scene.")
 
 
 def describe(scene: Scene) -> str:
@@ -50,11 +53,11 @@ def _shape_at(scene: Scene, rng: random.Random) -> QA:
 
 
 def _exists(scene: Scene, rng: random.Random) -> QA:
+    present = {(o.colour, o.shape) for o in scene.objects}
     if rng.random() < 0.5:
-        obj = rng.choice(scene.objects)
-        colour, shape = obj.colour, obj.shape
+        colour, shape = rng.choice(sorted(present))
     else:
-        colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
+        colour, shape = rng.choice(sorted({(c, s) for c in COLOURS for s in SHAPES} - present))
     answer = "yes" if scene.count(shape, colour) else "no"
     return QA(f"is there a {colour} {shape}? answer yes or no.", answer, "perception", "exists", "yes_no")
 
@@ -91,7 +94,16 @@ def _total(scene: Scene, rng: random.Random) -> QA:
 
 
 def _compare(scene: Scene, rng: random.Random) -> QA:
-    a, b = rng.sample(list(COLOURS), 2)
+    # Half the questions hold, so always answering "no" (the likely answer for two random
+    # colours, usually both absent) scores only 50%.
+    colours = list(COLOURS)
+    a = rng.choice(sorted({o.colour for o in scene.objects}))
+    fewer = [c for c in colours if scene.count(colour=c) < scene.count(colour=a)]
+    if rng.random() < 0.5:
+        b = rng.choice(fewer)
+    else:
+        not_more = [c for c in colours if c != a and scene.count(colour=c) <= scene.count(colour=a)]
+        a, b = rng.choice(not_more), a
     answer = "yes" if scene.count(colour=a) > scene.count(colour=b) else "no"
     return QA(
         f"are there more {a} objects than {b} objects? answer yes or no.",
@@ -108,13 +120,16 @@ def _spatial(scene: Scene, rng: random.Random) -> QA:
     if len(unique) < 2:
         return _count(scene, rng)
     first, second = rng.sample(unique, 2)
-    relation = rng.choice(["left of", "right of", "above", "below"])
-    holds = {
+    relations = {
         "left of": first.column < second.column,
         "right of": first.column > second.column,
         "above": first.row < second.row,
         "below": first.row > second.row,
-    }[relation]
+    }
+    # Two objects in distinct cells always have a relation that holds and one that does not:
+    # draw which with even odds, so that "no" is not the majority answer.
+    holds = rng.random() < 0.5
+    relation = rng.choice(sorted(r for r, h in relations.items() if h == holds))
     pair = f"the {first.colour} {first.shape} {relation} the {second.colour} {second.shape}"
     question = f"is {pair}? answer yes or no."
     return QA(question, "yes" if holds else "no", "reasoning", "spatial", "yes_no")
@@ -145,11 +160,24 @@ SCENE_QUESTIONS: tuple[Callable[[Scene, random.Random], QA], ...] = (
 )
 
 
-def scene_question(scene: Scene, rng: random.Random, distractors: list[Scene] | None = None) -> QA:
-    """A random question about the scene (with distractor scenes, possibly a description match)."""
+# The LM corpus asks the question types that need two lookups (a conjunction, two objects, two
+# counts, an option list) more often than the one-lookup types a tiny LM learns first.
+CORPUS_QUESTION_WEIGHTS = (1, 1, 2, 2, 1, 1, 2, 2, 0.5)
+
+
+def scene_question(
+    scene: Scene,
+    rng: random.Random,
+    distractors: list[Scene] | None = None,
+    weights: tuple[float, ...] | None = None,
+) -> QA:
+    """A random question about the scene (with distractor scenes, possibly a description match);
+    `weights` (one per SCENE_QUESTIONS entry) skews the draw."""
     if distractors and rng.random() < 1 / (len(SCENE_QUESTIONS) + 1):
         return _which_description(scene, rng, distractors)
-    return rng.choice(SCENE_QUESTIONS)(scene, rng)
+    if weights is None:
+        return rng.choice(SCENE_QUESTIONS)(scene, rng)
+    return rng.choices(SCENE_QUESTIONS, weights)[0](scene, rng)
 
 
 # Text-only knowledge: arithmetic and an invented fact base, for pre-training and forgetting.
@@ -180,7 +208,25 @@ def fact(rng: random.Random) -> QA:
     return QA(question, answer, "text", "fact", "exact")
 
 
-def text_scene_question(scene: Scene, rng: random.Random) -> QA:
+def text_scene_question(scene: Scene, rng: random.Random, weights: tuple[float, ...] | None = None) -> QA:
     """A scene question with the scene given in words: scene reasoning in the LM's text space."""
-    qa = scene_question(scene, rng)
+    qa = scene_question(scene, rng, weights=weights)
     return QA(f"scene: {describe(scene)} {qa.question}", qa.answer, "text", f"text_{qa.kind}", qa.scoring)
+
+
+def corpus_segments(rng: random.Random, max_objects: int, questions: int) -> list[QA]:
+    """One LM pre-training sequence: a scene in words with several questions, or arithmetic, or facts."""
+    kind = rng.random()
+    if kind < 0.8:
+        scene = sample_scene(rng, max_objects=max_objects)
+        first = text_scene_question(scene, rng, CORPUS_QUESTION_WEIGHTS)
+        return [first] + [
+            scene_question(scene, rng, weights=CORPUS_QUESTION_WEIGHTS) for _ in range(questions - 1)
+        ]
+    if kind < 0.95:
+        return [arithmetic(rng, held_out=False) for _ in range(questions)]
+    return [fact(rng) for _ in range(questions)]
+
+
+def corpus_text(segments: list[QA]) -> str:
+    return " ".join(f"question: {qa.question} answer: {qa.answer}" for qa in segments)

@@ -11,7 +11,7 @@ import random
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .language import arithmetic, caption, fact, text_scene_question
+from .language import QA, caption, corpus_segments
 from .scenes import render, sample_scene
 
 
@@ -34,37 +34,52 @@ class _SeededStream(IterableDataset):
 
 
 class CorpusStream(_SeededStream):
-    """Text lines `question: ... answer: X`; labels on the answer (and end token) only.
+    """Sequences of `question: ... answer: X` segments; labels on the answers (and end tokens) only.
 
-    The scene descriptions are random, so their tokens cannot be predicted and would dominate a
-    plain LM loss; supervising answers spends the small model's capacity on reading the scene.
+    A scene sequence opens with the scene in words and asks several questions about it, so one
+    forward pass supervises several answers. The descriptions are random, so their tokens cannot
+    be predicted and would dominate a plain LM loss; supervising answers spends the small model's
+    capacity on reading the scene.
     """
 
-    def __init__(self, tokenizer, seed: int, total: int, max_objects: int = 4, max_length: int = 96):
+    def __init__(
+        self,
+        tokenizer,
+        seed: int,
+        total: int,
+        max_objects: int = 4,
+        max_length: int = 192,
+        questions_per_sequence: int = 1,
+    ):
         super().__init__(seed, total, max_objects)
         self.tokenizer, self.max_length = tokenizer, max_length
+        self.questions_per_sequence = questions_per_sequence
 
     def __iter__(self):
         for rng, cap in self._examples():
-            qa = _corpus_qa(rng, cap)
-            yield encode_qa(self.tokenizer, qa.question, qa.answer, self.max_length)
+            segments = corpus_segments(rng, cap, self.questions_per_sequence)
+            yield encode_qa_sequence(self.tokenizer, segments, self.max_length)
 
 
-def _corpus_qa(rng: random.Random, cap: int):
-    kind = rng.random()
-    if kind < 0.75:
-        return text_scene_question(sample_scene(rng, max_objects=cap), rng)
-    if kind < 0.93:
-        return arithmetic(rng, held_out=False)
-    return fact(rng)
-
-
-def encode_qa(tokenizer, question: str, answer: str, max_length: int) -> dict[str, torch.Tensor]:
-    prompt = tokenizer(f"question: {question} answer:", add_special_tokens=False)["input_ids"]
-    target = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    ids = (prompt + target)[-max_length:]
-    labels = ([-100] * len(prompt) + target)[-max_length:]
+def encode_qa_sequence(tokenizer, segments: list[QA], max_length: int) -> dict[str, torch.Tensor]:
+    """`question: Q answer: A<eos>` per segment, answers supervised; whole segments up to max_length."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for qa in segments:
+        prompt = tokenizer(f"question: {qa.question} answer:", add_special_tokens=False)["input_ids"]
+        target = tokenizer(qa.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(ids) + len(prompt) + len(target) > max_length:
+            if not ids:
+                raise ValueError(f"one question is longer than max_length={max_length}: {qa.question!r}")
+            break
+        ids += prompt + target
+        labels += [-100] * len(prompt) + target
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+
+
+def encode_qa(tokenizer, qa: QA, max_length: int = 512) -> dict[str, torch.Tensor]:
+    """One question: the format of a sequence's first segment, which evaluation asks."""
+    return encode_qa_sequence(tokenizer, [qa], max_length)
 
 
 class CaptionStream(_SeededStream):

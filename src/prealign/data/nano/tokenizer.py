@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,6 +11,19 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from ...chat_template import CHATML_TEMPLATE
+from .language import (
+    ARITHMETIC_MAX,
+    CAPTION_PROMPTS,
+    FACTS,
+    LETTERS,
+    NUMBER_WORDS,
+    caption,
+    corpus_text,
+    fact,
+    scene_question,
+    text_scene_question,
+)
+from .scenes import sample_scene
 
 SPECIAL_TOKENS = [
     "<|pad|>",
@@ -23,12 +37,13 @@ SPECIAL_TOKENS = [
 CHAT_ROLES = ["system", "user", "assistant"]
 
 
-def train_nano_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
-    """Every word of `texts` (and the chat roles) becomes one token; nothing is ever split."""
+def nano_tokenizer() -> PreTrainedTokenizerFast:
+    """The nano world's tokenizer: the same ids for every seed and data size, so the shipped
+    backbones read any generated data set. Every word of the closed language is one token."""
     tokenizer = Tokenizer(models.WordLevel(unk_token="<|unk|>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1, show_progress=False)
-    tokenizer.train_from_iterator([*CHAT_ROLES, *texts], trainer=trainer)
+    tokenizer.train_from_iterator(sorted(_vocabulary()), trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token="<|pad|>",
@@ -36,6 +51,37 @@ def train_nano_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
         eos_token="<|im_end|>",
         chat_template=CHATML_TEMPLATE,
     )
+
+
+def _vocabulary() -> set[str]:
+    """Every word the language generators can write: the closed sets, plus a fixed sample of
+    every sentence template (checked against the written data by `check_vocabulary`)."""
+    rng = random.Random("vocabulary")
+    texts = [*CHAT_ROLES, *CAPTION_PROMPTS, *(q + " " + a for q, a in FACTS), *NUMBER_WORDS, *LETTERS]
+    texts += [
+        f"what is {a} plus {b}? {a + b}" for a in range(ARITHMETIC_MAX + 1) for b in range(ARITHMETIC_MAX + 1)
+    ]
+    for _ in range(2000):
+        scene, distractors = sample_scene(rng), [sample_scene(rng) for _ in range(3)]
+        texts.append(caption(scene, rng))
+        for qa in (text_scene_question(scene, rng), scene_question(scene, rng, distractors)):
+            texts += [qa.question, qa.answer]
+    texts.append(corpus_text([fact(rng)]))
+    words: set[str] = set()
+    for text in texts:
+        words.update(word for word, _ in pre_tokenizers.Whitespace().pre_tokenize_str(text))
+    return words
+
+
+def check_vocabulary(tokenizer, texts: Iterable[str]) -> None:
+    """Fail loudly if a generator wrote a word the tokenizer would turn into <|unk|>."""
+    for text in texts:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        for token, (begin, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            if token == tokenizer.unk_token_id:
+                raise ValueError(
+                    f"the nano tokenizer has no token for {text[begin:end]!r} (in {text[:80]!r})"
+                )
 
 
 def nano_texts(paths: dict[str, Path]) -> list[str]:
