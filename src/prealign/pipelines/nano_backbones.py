@@ -1,21 +1,30 @@
-"""One command for the nano world's ingredients: data, tokenizer, ViT, perceiver LM and target LM.
+"""One command for the nano world's backbones: tokenizer, ViT, perceiver LM and target LM.
 
-Each finished part is recorded in `manifest.json` (with the command, seed, steps, wall time and
-its scores) and reused by the next run, so regenerating is one command and re-running is cheap.
+The folder it writes is exactly what the package ships under `prealign/assets/nano`: bf16
+safetensors, the tokenizer, and `manifest.json` with the command, seed, budget, wall times and
+the scores measured on the saved (bf16) weights. Each finished part is recorded in the
+manifest and reused by the next run; an interrupted part resumes from its Trainer checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from transformers import AutoTokenizer
+import torch
+import transformers
+from transformers import AutoTokenizer, Qwen3ForCausalLM, SiglipModel
 
-from ..data.nano import NanoDataSpec, build_nano_data
+from ..data.nano.tokenizer import nano_tokenizer
 from ..training import nano_backbones as nb
+
+SHIPPED_BACKBONES = Path(__file__).resolve().parent.parent / "assets" / "nano"
+PARTS = ("vit", "lm_perceiver", "lm_target")
 
 
 @dataclass(frozen=True)
@@ -23,15 +32,15 @@ class BackboneBudget:
     """Steps per part; the defaults fit the 60-minute budget of a 2-core CPU."""
 
     vit_steps: int = 600
-    perceiver_steps: int = 2000
-    target_steps: int = 2000
+    perceiver_steps: int = 4000
+    target_steps: int = 3500
     perceiver_size: str = "perceiver"
     target_size: str = "target"
     vit_hidden: int = 128
     vit_layers: int = 4
     vit_batch: int = 128
-    lm_batch: int = 64
-    eval_per_kind: int = 60
+    lm_batch: int = 32  # more, smaller steps learned more than 2000 x 64 in the same time
+    eval_per_kind: int = 100
 
 
 TINY_BUDGET = BackboneBudget(
@@ -48,52 +57,67 @@ TINY_BUDGET = BackboneBudget(
 )
 
 
-def build_backbones(
-    out: str | Path,
-    seed: int = 0,
-    budget: BackboneBudget = BackboneBudget(),
-    data_spec: NanoDataSpec | None = None,
-) -> dict:
+def shipped_backbones() -> Path:
+    """The backbones that come with the package (what `prealign nano run` starts from)."""
+    if not (SHIPPED_BACKBONES / "manifest.json").is_file():
+        raise FileNotFoundError(
+            f"no shipped nano backbones in {SHIPPED_BACKBONES}; make them with "
+            "`prealign nano backbones DIR` and pass DIR instead"
+        )
+    return SHIPPED_BACKBONES
+
+
+def build_backbones(out: str | Path, seed: int = 0, budget: BackboneBudget = BackboneBudget()) -> dict:
     out = Path(out)
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     if manifest.get("seed", seed) != seed or manifest.get("budget", asdict(budget)) != asdict(budget):
         raise ValueError(f"{out} holds backbones made with other settings; use another folder.")
     manifest.update(
-        {"command": " ".join(["prealign", *sys.argv[1:]]), "seed": seed, "budget": asdict(budget)}
+        {
+            "command": " ".join(["prealign", *sys.argv[1:]]),
+            "seed": seed,
+            "budget": asdict(budget),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        }
     )
     parts = manifest.setdefault("parts", {})
 
-    def run(name: str, make) -> None:
+    def write_manifest() -> None:
+        manifest["total_wall_time_s"] = round(sum(p["wall_time_s"] for p in parts.values()), 1)
+        manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+    out.mkdir(parents=True, exist_ok=True)
+    nano_tokenizer().save_pretrained(out / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    makers = {
+        "vit": lambda: _vit(out / "vit", tokenizer, seed, budget),
+        "lm_perceiver": lambda: _lm(
+            out / "lm_perceiver", tokenizer, seed, budget, budget.perceiver_size, budget.perceiver_steps
+        ),
+        "lm_target": lambda: _lm(
+            out / "lm_target", tokenizer, seed, budget, budget.target_size, budget.target_steps
+        ),
+    }
+    for name, make in makers.items():
         if name in parts:
             print(f"{name}: reused ({parts[name]['wall_time_s']:.0f} s when made)")
-            return
+            continue
         start = time.perf_counter()
         scores = make()
         parts[name] = {"wall_time_s": round(time.perf_counter() - start, 1), "scores": scores}
-        manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        write_manifest()
         print(f"{name}: {parts[name]['wall_time_s']:.0f} s")
-
-    out.mkdir(parents=True, exist_ok=True)
-    run("data", lambda: _data(out, data_spec or NanoDataSpec(seed=seed)))
-    tokenizer = AutoTokenizer.from_pretrained(str(out / "data" / "tokenizer"))
-    run("vit", lambda: _vit(out / "vit", tokenizer, seed, budget))
-    for name, size, steps in (
-        ("lm_perceiver", budget.perceiver_size, budget.perceiver_steps),
-        ("lm_target", budget.target_size, budget.target_steps),
-    ):
-        run(
-            name,
-            lambda name=name, size=size, steps=steps: _lm(out / name, tokenizer, seed, budget, size, steps),
-        )
-    manifest["total_wall_time_s"] = round(sum(p["wall_time_s"] for p in parts.values()), 1)
-    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_manifest()
     return manifest
 
 
-def _data(out: Path, spec: NanoDataSpec) -> dict:
-    build_nano_data(out / "data", spec)
-    return {"spec": asdict(spec)}
+def _finish(model, folder: Path) -> None:
+    """Keep the bf16 weights only: half the bytes, and the scores are measured on them."""
+    model.to(torch.bfloat16).save_pretrained(folder)
+    for checkpoint in folder.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
 
 
 def _vit(folder: Path, tokenizer, seed: int, budget: BackboneBudget) -> dict:
@@ -106,22 +130,44 @@ def _vit(folder: Path, tokenizer, seed: int, budget: BackboneBudget) -> dict:
         hidden=budget.vit_hidden,
         layers=budget.vit_layers,
     )
-    return nb.evaluate_retrieval(model, nb.retrieval_pairs(tokenizer))
+    _finish(model, folder)
+    return evaluate_vit(folder)
 
 
 def _lm(folder: Path, tokenizer, seed: int, budget: BackboneBudget, size: str, steps: int) -> dict:
     model = nb.pretrain_lm(tokenizer, folder, size=size, steps=steps, batch=budget.lm_batch, seed=seed)
-    items = nb.lm_eval_items(n_per_kind=budget.eval_per_kind)
+    _finish(model, folder)
+    return evaluate_language_model(folder, budget.eval_per_kind)
+
+
+def evaluate_vit(folder: str | Path) -> dict:
+    """Image -> caption retrieval of a saved nano ViT on the held-out pairs."""
+    model = SiglipModel.from_pretrained(str(folder), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    image_size = model.config.vision_config.image_size
+    return {
+        "parameters": sum(p.numel() for p in model.vision_model.parameters()),
+        **nb.evaluate_retrieval(model, nb.retrieval_pairs(tokenizer, image_size=image_size)),
+    }
+
+
+def evaluate_language_model(folder: str | Path, eval_per_kind: int) -> dict:
+    """Held-out text questions per type of a saved nano LM, against the majority answer."""
+    model = Qwen3ForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
-        **nb.evaluate_lm(model, tokenizer, items),
+        **nb.evaluate_lm(model, tokenizer, nb.lm_eval_items(n_per_kind=eval_per_kind)),
     }
 
 
 def format_manifest(manifest: dict) -> str:
-    lines = [f"made by: {manifest['command']} (seed {manifest['seed']})"]
+    lines = [f"made by: {manifest['command']} (seed {manifest['seed']}, {manifest.get('machine', '?')})"]
     vit = manifest["parts"]["vit"]["scores"]
-    lines.append(f"ViT image->caption top-1 {vit['top1']:.2f} (chance {vit['chance']:.2f})")
+    lines.append(
+        f"ViT ({vit['parameters']:,} params): image->caption top-1 {vit['top1']:.2f} "
+        f"(chance {vit['chance']:.2f})"
+    )
     perceiver, target = manifest["parts"]["lm_perceiver"]["scores"], manifest["parts"]["lm_target"]["scores"]
     lines.append(f"{'question type':<24}{'perceiver LM':>13}{'target LM':>11}{'majority':>10}")
     for kind in sorted(k for k in perceiver if k != "parameters"):
@@ -130,5 +176,39 @@ def format_manifest(manifest: dict) -> str:
             f"{perceiver[kind]['majority']:>10.2f}"
         )
     lines.append(f"parameters: perceiver LM {perceiver['parameters']:,}, target LM {target['parameters']:,}")
-    lines.append(f"total wall time {manifest['total_wall_time_s']:.0f} s")
+    times = ", ".join(f"{name} {manifest['parts'][name]['wall_time_s']:.0f} s" for name in PARTS)
+    lines.append(f"wall time: {times}; total {manifest['total_wall_time_s']:.0f} s")
     return "\n".join(lines)
+
+
+def recheck_backbones(folder: str | Path, tolerance: float = 0.05) -> dict:
+    """Measure every part of a backbone folder again; fail if a score drifted from its manifest.
+
+    Greedy answers can flip on near-ties between CPU kernels, hence a tolerance, not equality.
+    """
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    fresh = {
+        "vit": evaluate_vit(folder / "vit"),
+        "lm_perceiver": evaluate_language_model(folder / "lm_perceiver", manifest["budget"]["eval_per_kind"]),
+        "lm_target": evaluate_language_model(folder / "lm_target", manifest["budget"]["eval_per_kind"]),
+    }
+    drifts = []
+    for part, scores in fresh.items():
+        recorded = manifest["parts"][part]["scores"]
+        pairs = [("top1", scores["top1"], recorded["top1"])] if part == "vit" else []
+        pairs += [
+            (kind, s["accuracy"], recorded[kind]["accuracy"])
+            for kind, s in scores.items()
+            if isinstance(s, dict)
+        ]
+        drifts += [
+            f"{part} {name}: {now:.3f} now, {then:.3f} in the manifest"
+            for name, now, then in pairs
+            if abs(now - then) > tolerance
+        ]
+    if drifts:
+        raise ValueError(
+            f"{folder}: scores differ from manifest.json by more than {tolerance}:\n" + "\n".join(drifts)
+        )
+    return {**manifest, "parts": {p: {**manifest["parts"][p], "scores": s} for p, s in fresh.items()}}

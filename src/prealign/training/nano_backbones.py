@@ -108,8 +108,8 @@ def pretrain_lm(
     tokenizer,
     out_dir: str | Path,
     size: str = "perceiver",
-    steps: int = 2000,
-    batch: int = 64,
+    steps: int = 4000,
+    batch: int = 32,
     lr: float = 2e-3,
     seed: int = 0,
     bf16: bool = True,
@@ -164,11 +164,8 @@ def evaluate_lm(model, tokenizer, items: list, batch: int = 64) -> dict[str, dic
     answers: dict[str, list[str]] = defaultdict(list)
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
-        prompts = [encode_qa(tokenizer, qa.question, qa.answer, 512)["input_ids"] for qa in chunk]
-        prompts = [
-            p[: len(p) - len(tokenizer(qa.answer, add_special_tokens=False)["input_ids"]) - 1]
-            for p, qa in zip(prompts, chunk, strict=True)
-        ]
+        encoded = [encode_qa(tokenizer, qa) for qa in chunk]
+        prompts = [e["input_ids"][e["labels"] == -100] for e in encoded]
         length = max(len(p) for p in prompts)
         ids = torch.full((len(chunk), length), tokenizer.pad_token_id)
         mask = torch.zeros_like(ids)
@@ -197,7 +194,7 @@ def evaluate_lm(model, tokenizer, items: list, batch: int = 64) -> dict[str, dic
 def answer_loss(model, tokenizer, items: list) -> float:
     """Mean cross-entropy on the answer tokens of held-out items: lower means the LM reads better."""
     model.eval()
-    batch = _pad([encode_qa(tokenizer, qa.question, qa.answer, 512) for qa in items], tokenizer.pad_token_id)
+    batch = _pad([encode_qa(tokenizer, qa) for qa in items], tokenizer.pad_token_id)
     return model(**batch).loss.item()
 
 
@@ -212,6 +209,8 @@ def siglip_config(vocab_size: int, image_size: int = 64, hidden: int = 128, laye
             num_attention_heads=4,
             max_position_embeddings=48,
             pad_token_id=0,
+            bos_token_id=None,  # SigLIP's text tower uses neither; its defaults name ids of a 32k vocabulary
+            eos_token_id=None,
         ),
         vision_config=dict(
             hidden_size=hidden,

@@ -1,0 +1,82 @@
+"""The nano backbones shipped in the package are what their manifest says: pre-trained, measured again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+from prealign.pipelines.nano_backbones import PARTS, recheck_backbones, shipped_backbones
+
+MAX_SHIPPED_BYTES = 30 * 2**20
+
+
+@pytest.fixture(scope="module")
+def checked():
+    return recheck_backbones(shipped_backbones())  # fails if any score drifted from manifest.json
+
+
+def _scene_kinds(scores: dict) -> dict[str, dict]:
+    return {k: v for k, v in scores.items() if k.startswith("text_")}
+
+
+def test_shipped_files_are_small_bf16_and_complete():
+    folder = shipped_backbones()
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert total <= MAX_SHIPPED_BYTES, total
+    for part in PARTS:
+        with safe_open(folder / part / "model.safetensors", "pt") as f:
+            assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"BF16"}  # noqa: SIM118
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["command"].startswith("prealign nano backbones") and "seed" in manifest
+    assert manifest["total_wall_time_s"] < 3600  # the budget of a 2-core CPU
+
+
+# What the shipped LMs have learned, kind by kind (see the README's table): held-out accuracy at
+# least MARGIN above always giving the majority answer. The other kinds (colour_choice, compare,
+# exists, spatial) are not yet learned at the default budget.
+MARGIN = 0.1
+LEARNED = {
+    "lm_perceiver": {
+        "arithmetic",
+        "fact",
+        "text_colour_at",
+        "text_shape_at",
+        "text_total_objects",
+        "text_count_sum",
+    },
+    "lm_target": {
+        "arithmetic",
+        "fact",
+        "text_colour_at",
+        "text_shape_at",
+        "text_total_objects",
+        "text_count_sum",
+        "text_count",
+    },
+}
+
+
+def test_the_vit_retrieves_captions_far_above_chance(checked):
+    vit = checked["parts"]["vit"]["scores"]
+    assert vit["top1"] >= 50 * vit["chance"], vit
+
+
+@pytest.mark.parametrize("part", sorted(LEARNED))
+def test_each_lm_beats_the_majority_answer_on_what_it_learned(checked, part):
+    scores = checked["parts"][part]["scores"]
+    for kind in LEARNED[part]:
+        assert scores[kind]["accuracy"] >= scores[kind]["majority"] + MARGIN, (part, kind, scores[kind])
+
+
+def test_the_target_lm_reads_scenes_and_adds_better_than_the_perceiver_lm(checked):
+    def mean(part: str) -> float:
+        scores = checked["parts"][part]["scores"]
+        kinds = [*_scene_kinds(scores), "arithmetic"]
+        return sum(scores[k]["accuracy"] for k in kinds) / len(kinds)
+
+    perceiver, target = mean("lm_perceiver"), mean("lm_target")
+    assert target >= perceiver + 0.04, (perceiver, target)
+    sizes = [checked["parts"][p]["scores"]["parameters"] for p in ("lm_perceiver", "lm_target")]
+    assert 5 <= sizes[1] / sizes[0] <= 8  # the paper's 0.6B : 4B
