@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.prealign-installed
 
-.PHONY: demo test test-unit lint clean
+.PHONY: demo smoke test test-unit lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)  ## the main job
-	$(VENV)/bin/prealign --help
+demo: $(STAMP)  ## the main job: the nano world on its embedded defaults (shipped backbones)
+	$(VENV)/bin/prealign nano run runs/nano
+
+smoke: $(STAMP)  ## every variant's model contract on tiny random-init models
 	$(VENV)/bin/prealign smoke
 
 test: $(STAMP)  ## lint + the whole test suite, end-to-end tests included

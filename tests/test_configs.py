@@ -20,18 +20,22 @@ CONFIGS = Path(__file__).parents[1] / "configs"
 RUNNABLE = sorted(p for p in CONFIGS.rglob("stage*.yaml") if p.parent.name in {*VARIANTS, "perceiver-vlm"})
 
 
-def test_the_4b_configs_hold_the_whole_ablation_table():
-    assert {p.parent.name for p in (CONFIGS / "paper-4b").glob("*/stage1.yaml")} == {
-        *VARIANTS,
-        "perceiver-vlm",
-    }
+@pytest.mark.parametrize("scale", ["paper-4b", "nano"])
+def test_a_scale_holds_the_whole_ablation_table(scale):
+    for stage in ("stage1", "stage2"):
+        assert {p.parent.name for p in (CONFIGS / scale).glob(f"*/{stage}.yaml")} == {
+            *VARIANTS,
+            "perceiver-vlm",
+        }
 
 
 @pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_config_loads_with_a_complete_model_source(path):
     settings = load_settings(path)
     assert settings.model.variant in VARIANTS
-    assert settings.output_dir.startswith("outputs/")
+    assert settings.output_dir.startswith(
+        "runs/nano/" if path.is_relative_to(CONFIGS / "nano") else "outputs/"
+    )
     if settings.model.checkpoint is None:
         _check_parts(settings.model, VARIANTS[settings.model.variant])
     assert settings.stage == ("align" if path.name == "stage1.yaml" else "finetune")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer, Qwen3ForCausalLM, SiglipModel
 
 from prealign.data.nano import NanoDataSpec, build_nano_data
+from prealign.pipelines.nano_backbones import PARTS, recheck_backbones
 from prealign.training import nano_backbones as nb
 
 
@@ -50,20 +56,94 @@ def test_vit_pretraining_beats_random_init(tokenizer, tmp_path):
 
 @pytest.mark.e2e
 def test_one_command_builds_every_backbone_with_a_manifest_and_reuses_them(tmp_path):
-    import json
-    import subprocess
-    import sys
-
     command = [sys.executable, "-m", "prealign.cli", "nano", "backbones", str(tmp_path / "nb"), "--tiny"]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     manifest = json.loads((tmp_path / "nb/manifest.json").read_text())
-    assert set(manifest["parts"]) == {"data", "vit", "lm_perceiver", "lm_target"}
+    assert set(manifest["parts"]) == set(PARTS)
     assert "nano backbones" in manifest["command"] and manifest["seed"] == 0
     assert 0 <= manifest["parts"]["vit"]["scores"]["top1"] <= 1
     assert "arithmetic" in manifest["parts"]["lm_target"]["scores"]
-    for folder in ("vit", "lm_perceiver", "lm_target"):
-        assert (tmp_path / "nb" / folder / "model.safetensors").is_file()
-    assert "total wall time" in first.stdout
+    for folder in PARTS:
+        weights = load_file(tmp_path / "nb" / folder / "model.safetensors")
+        assert {t.dtype for t in weights.values()} == {torch.bfloat16}  # what ships is what was scored
+        assert not list((tmp_path / "nb" / folder).glob("checkpoint-*"))
+    assert "total" in first.stdout
+    # Scores recorded in the manifest are those of the saved weights.
+    recheck_backbones(tmp_path / "nb", tolerance=0.0)
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0 and second.stdout.count("reused") == 4
+    assert second.returncode == 0 and second.stdout.count("reused") == len(PARTS)
+
+
+@pytest.fixture(scope="module")
+def tiny_backbones(tmp_path_factory):
+    from prealign.pipelines.nano_backbones import TINY_BUDGET, build_backbones
+
+    out = tmp_path_factory.mktemp("tiny_backbones")
+    build_backbones(out, budget=TINY_BUDGET)
+    return out
+
+
+@pytest.mark.e2e
+def test_nano_run_writes_data_and_rechecks_the_backbones(tiny_backbones, tmp_path, capsys):
+    from prealign.pipelines.nano import NanoRun, run_nano
+
+    spec = NanoDataSpec(pretrain=6, instruct=6, corpus=10, benchmark=4, image_size=32)
+    summary = run_nano(NanoRun(out=tmp_path / "run", backbones=tiny_backbones, data=spec))
+    assert json.loads((tmp_path / "run/run.json").read_text()) == json.loads(json.dumps(summary))
+    assert (tmp_path / "run/data/pretrain.json").is_file()
+    assert set(summary["backbone_scores"]) == set(PARTS)
+    assert "reused" not in capsys.readouterr().out
+    run_nano(NanoRun(out=tmp_path / "run", backbones=tiny_backbones, data=spec))
+    assert "data: reused" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_nano_run_refuses_backbones_whose_scores_or_tokenizer_differ(tiny_backbones, tmp_path):
+    import shutil
+
+    from prealign.pipelines.nano import NanoRun, run_nano
+
+    spec = NanoDataSpec(pretrain=2, instruct=2, corpus=2, benchmark=2, image_size=32)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_backbones, tampered)
+    manifest = json.loads((tampered / "manifest.json").read_text())
+    manifest["parts"]["vit"]["scores"]["top1"] += 0.5
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="vit top1"):
+        run_nano(NanoRun(out=tmp_path / "a", backbones=tampered, data=spec))
+
+    other_ids = tmp_path / "other_ids"
+    shutil.copytree(tiny_backbones, other_ids)
+    vocab_file = other_ids / "tokenizer/tokenizer.json"
+    tokenizer = json.loads(vocab_file.read_text())
+    vocab = tokenizer["model"]["vocab"]
+    red, blue = vocab["red"], vocab["blue"]
+    vocab["red"], vocab["blue"] = blue, red
+    vocab_file.write_text(json.dumps(tokenizer))
+    with pytest.raises(ValueError, match="tokenizer"):
+        run_nano(NanoRun(out=tmp_path / "b", backbones=other_ids, data=spec))
+
+
+@pytest.mark.e2e
+def test_the_nano_configs_train_every_variant_from_the_nano_run_folder(tiny_backbones, tmp_path, monkeypatch):
+    """configs/nano names runs/nano/...: the perceiver VLM, stage 1 of every variant, stage 2 of DPA."""
+    from pathlib import Path
+
+    from prealign import PrealignForConditionalGeneration
+    from prealign.pipelines.nano import NanoRun, run_nano
+    from prealign.training import load_settings, train
+    from prealign.variants import VARIANTS
+
+    configs = Path(__file__).parents[1] / "configs" / "nano"
+    monkeypatch.chdir(tmp_path)
+    spec = NanoDataSpec(pretrain=8, instruct=8, corpus=4, benchmark=2, image_size=32)
+    run_nano(NanoRun(out="runs/nano", backbones=tiny_backbones, data=spec))
+    quick = ["max_steps=2", "global_batch_size=2", "per_device_batch_size=2", "save_steps=1000"]
+    order = ["perceiver-vlm/stage1", "perceiver-vlm/stage2", *(f"{v}/stage1" for v in VARIANTS), "dpa/stage2"]
+    for name in order:
+        settings = load_settings(configs / f"{name}.yaml", quick)
+        train(settings)
+        assert (tmp_path / settings.output_dir / "model.safetensors").is_file(), name
+    dpa = PrealignForConditionalGeneration.from_pretrained(tmp_path / "runs/nano/dpa/stage2")
+    assert dpa.config.is_dpa and dpa.config.text_config.hidden_size == 64  # the tiny target backbone

@@ -163,7 +163,7 @@ def nano_pretrain(args: argparse.Namespace) -> int:
             f"{result['loss']:.3f}"
         )
     else:
-        model = nb.pretrain_lm(tokenizer, args.out, size=args.size, steps=args.steps or 2000, seed=args.seed)
+        model = nb.pretrain_lm(tokenizer, args.out, size=args.size, steps=args.steps or 4000, seed=args.seed)
         print(f"{'question type':<26}{'accuracy':>9}{'majority':>9}")
         for kind, r in sorted(nb.evaluate_lm(model, tokenizer, nb.lm_eval_items()).items()):
             print(f"{kind:<26}{r['accuracy']:>9.2f}{r['majority']:>9.2f}")
@@ -172,16 +172,19 @@ def nano_pretrain(args: argparse.Namespace) -> int:
 
 
 def nano_backbones(args: argparse.Namespace) -> int:
-    """Data, tokenizer and every nano backbone, with a manifest of how they were made and what they score."""
-    from .data.nano import NanoDataSpec
+    """Tokenizer and every nano backbone, with a manifest of how they were made and what they score."""
     from .pipelines.nano_backbones import TINY_BUDGET, BackboneBudget, build_backbones, format_manifest
 
-    if args.tiny:
-        spec = NanoDataSpec(seed=args.seed, pretrain=40, instruct=40, corpus=400, benchmark=20)
-        manifest = build_backbones(args.out, seed=args.seed, budget=TINY_BUDGET, data_spec=spec)
-    else:
-        manifest = build_backbones(args.out, seed=args.seed, budget=BackboneBudget())
-    print(format_manifest(manifest))
+    budget = TINY_BUDGET if args.tiny else BackboneBudget()
+    print(format_manifest(build_backbones(args.out, seed=args.seed, budget=budget)))
+    return 0
+
+
+def nano_run(args: argparse.Namespace) -> int:
+    """The nano world's main job: data from a seed, backbones (the shipped ones by default) re-checked."""
+    from .pipelines.nano import NanoRun, run_nano
+
+    run_nano(NanoRun(out=args.out, seed=args.seed, backbones=args.backbones, check_tolerance=args.tolerance))
     return 0
 
 
@@ -222,8 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help="default: see NanoDataSpec")
     p.set_defaults(run=nano_data)
     p = nano.add_parser(
-        "backbones", help="data + tokenizer + ViT + perceiver LM + target LM, with a manifest"
+        "run", help="the main job: nano data + backbones (shipped by default), scores re-checked"
     )
+    p.add_argument("out", nargs="?", default="runs/nano", help="output folder (default: runs/nano)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbones", help="a folder from `prealign nano backbones` (default: the shipped ones)")
+    p.add_argument(
+        "--tolerance", type=float, default=0.05, help="allowed drift of a re-checked score from the manifest"
+    )
+    p.set_defaults(run=nano_run)
+    p = nano.add_parser("backbones", help="tokenizer + ViT + perceiver LM + target LM, with a manifest")
     p.add_argument("out", help="output folder (finished parts in it are reused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="smallest sizes and a few steps (tests, smoke runs)")
