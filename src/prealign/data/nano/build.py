@@ -35,7 +35,7 @@ class NanoDataSpec:
     instruct: int = 4000  # stage-2 conversations
     text_only_fraction: float = 0.1  # of instruct records, as in LLaVA's mix
     corpus: int = 10000  # text-corpus lines (sequences of questions) for LM pre-training
-    questions_per_line: int = 6
+    questions_per_line: int = 1  # as the LM training stream asks them
     benchmark: int = 300  # items per benchmark group
     max_objects: int = 4
 
