@@ -75,6 +75,21 @@ def test_one_command_builds_every_backbone_with_a_manifest_and_reuses_them(tmp_p
     assert second.returncode == 0 and second.stdout.count("reused") == len(PARTS)
 
 
+@pytest.mark.e2e
+def test_pretrain_lm_command_trains_scores_and_saves_one_lm(tmp_path, capsys):
+    from prealign.cli import main
+
+    data = build_nano_data(tmp_path / "data", NanoDataSpec(pretrain=2, instruct=2, corpus=2, benchmark=2))
+    command = ["nano", "pretrain-lm", str(tmp_path / "data"), "--size", "tiny", "--steps", "3"]
+    assert main([*command, "--lr", "1e-3", "--out", str(tmp_path / "lm")]) == 0
+    printed = capsys.readouterr().out
+    assert "text_position_of" in printed and "trained in" in printed
+    model = Qwen3ForCausalLM.from_pretrained(str(tmp_path / "lm"))
+    assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(str(data["tokenizer"])))
+    state = json.loads(next((tmp_path / "lm").glob("checkpoint-*/trainer_state.json")).read_text())
+    assert state["max_steps"] == 3 and state["log_history"][0]["learning_rate"] <= 1e-3
+
+
 @pytest.fixture(scope="module")
 def tiny_backbones(tmp_path_factory):
     from prealign.pipelines.nano_backbones import TINY_BUDGET, build_backbones

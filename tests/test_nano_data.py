@@ -185,6 +185,31 @@ def test_yes_no_questions_are_right_and_balanced():
         assert 0.4 < given.count("yes") / len(given) < 0.6, kind  # "always no" cannot score well
 
 
+def _at(scene, position: str):
+    return next(o for o in scene.objects if o.position == position)
+
+
+def test_lookup_questions_name_one_object_and_answer_from_it():
+    rng = random.Random(4)
+    seen = {"position_of": 0, "colour_choice": 0}
+    while min(seen.values()) < 200:
+        scene = sample_scene(rng)
+        qa = scene_question(scene, rng)
+        if qa.kind == "position_of":
+            colour, shape = re.fullmatch(r"where is the (\w+) (\w+)\?", qa.question).groups()
+            assert scene.count(shape, colour) == 1, (scene, qa)
+            assert _at(scene, qa.answer).colour == colour and _at(scene, qa.answer).shape == shape
+        elif qa.kind == "colour_choice":
+            options = dict(re.findall(r"([ABCD])\. (\w+)", qa.question))
+            shape, position = re.search(r"colour of the (\w+) at (\w+ \w+)\?$", qa.question).groups()
+            obj = _at(scene, position)
+            assert obj.shape == shape and len(set(options.values())) == 4, (scene, qa)
+            assert [letter for letter, c in options.items() if c == obj.colour] == [qa.answer]
+        else:
+            continue
+        seen[qa.kind] += 1
+
+
 def test_the_tokenizer_does_not_depend_on_seed_or_sizes(world, tmp_path):
     _, paths = world
     other = build_nano_data(

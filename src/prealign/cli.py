@@ -151,19 +151,28 @@ def nano_pretrain(args: argparse.Namespace) -> int:
 
     from transformers import AutoTokenizer
 
+    from .pipelines.nano_backbones import BackboneBudget
     from .training import nano_backbones as nb
 
     tokenizer = AutoTokenizer.from_pretrained(str(Path(args.data) / "tokenizer"))
+    budget = BackboneBudget()  # the defaults are the shipped backbones' settings
     start = time.perf_counter()
     if args.nano_command == "pretrain-vit":
-        model = nb.pretrain_vit(tokenizer, args.out, steps=args.steps or 600, seed=args.seed)
+        model = nb.pretrain_vit(tokenizer, args.out, steps=args.steps or budget.vit_steps, seed=args.seed)
         result = nb.evaluate_retrieval(model, nb.retrieval_pairs(tokenizer))
         print(
             f"image->caption top-1 {result['top1']:.2f} (chance {result['chance']:.2f}); held-out loss "
             f"{result['loss']:.3f}"
         )
     else:
-        model = nb.pretrain_lm(tokenizer, args.out, size=args.size, steps=args.steps or 4000, seed=args.seed)
+        steps, lr = (
+            (budget.target_steps, budget.target_lr)
+            if args.size == "target"
+            else (budget.perceiver_steps, budget.perceiver_lr)
+        )
+        model = nb.pretrain_lm(
+            tokenizer, args.out, size=args.size, steps=args.steps or steps, lr=args.lr or lr, seed=args.seed
+        )
         print(f"{'question type':<26}{'accuracy':>9}{'majority':>9}")
         for kind, r in sorted(nb.evaluate_lm(model, tokenizer, nb.lm_eval_items()).items()):
             print(f"{kind:<26}{r['accuracy']:>9.2f}{r['majority']:>9.2f}")
@@ -247,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         if name == "pretrain-lm":
             p.add_argument("--size", choices=["tiny", "perceiver", "target"], default="perceiver")
+            p.add_argument("--lr", type=float, help="peak learning rate (default: the shipped LM's)")
         p.set_defaults(run=nano_pretrain)
 
     from .data.check import ERROR_CLASSES

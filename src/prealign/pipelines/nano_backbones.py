@@ -32,10 +32,14 @@ class BackboneBudget:
     """Steps per part; the defaults fit the 60-minute budget of a 2-core CPU."""
 
     vit_steps: int = 600
-    perceiver_steps: int = 4000
-    target_steps: int = 3500
+    perceiver_steps: int = 5000
+    target_steps: int = 4000
     perceiver_size: str = "perceiver"
     target_size: str = "target"
+    # Half the rate for the twice-as-wide target: at 2e-3 it stalled (colour lookup at chance)
+    # where the perceiver learned every lookup.
+    perceiver_lr: float = 2e-3
+    target_lr: float = 1e-3
     vit_hidden: int = 128
     vit_layers: int = 4
     vit_batch: int = 128
@@ -94,10 +98,22 @@ def build_backbones(out: str | Path, seed: int = 0, budget: BackboneBudget = Bac
     makers = {
         "vit": lambda: _vit(out / "vit", tokenizer, seed, budget),
         "lm_perceiver": lambda: _lm(
-            out / "lm_perceiver", tokenizer, seed, budget, budget.perceiver_size, budget.perceiver_steps
+            out / "lm_perceiver",
+            tokenizer,
+            seed,
+            budget,
+            budget.perceiver_size,
+            budget.perceiver_steps,
+            budget.perceiver_lr,
         ),
         "lm_target": lambda: _lm(
-            out / "lm_target", tokenizer, seed, budget, budget.target_size, budget.target_steps
+            out / "lm_target",
+            tokenizer,
+            seed,
+            budget,
+            budget.target_size,
+            budget.target_steps,
+            budget.target_lr,
         ),
     }
     for name, make in makers.items():
@@ -134,8 +150,8 @@ def _vit(folder: Path, tokenizer, seed: int, budget: BackboneBudget) -> dict:
     return evaluate_vit(folder)
 
 
-def _lm(folder: Path, tokenizer, seed: int, budget: BackboneBudget, size: str, steps: int) -> dict:
-    model = nb.pretrain_lm(tokenizer, folder, size=size, steps=steps, batch=budget.lm_batch, seed=seed)
+def _lm(folder: Path, tokenizer, seed: int, budget: BackboneBudget, size: str, steps: int, lr: float) -> dict:
+    model = nb.pretrain_lm(tokenizer, folder, size=size, steps=steps, batch=budget.lm_batch, lr=lr, seed=seed)
     _finish(model, folder)
     return evaluate_language_model(folder, budget.eval_per_kind)
 

@@ -63,12 +63,24 @@ def _exists(scene: Scene, rng: random.Random) -> QA:
 
 
 def _colour_choice(scene: Scene, rng: random.Random) -> QA:
+    # The options come first and the object last, next to the answer, as in `_colour_at`: the
+    # model finds the colour as it does there, then the letter in front of it.
     obj = rng.choice(scene.objects)
     options = [*rng.sample([c for c in COLOURS if c != obj.colour], 3), obj.colour]
     rng.shuffle(options)
     listed = " ".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(options))
-    question = f"what colour is the {obj.shape} at {obj.position}? {listed}. answer with the letter."
+    question = f"{listed}. which letter is the colour of the {obj.shape} at {obj.position}?"
     return QA(question, LETTERS[options.index(obj.colour)], "perception", "colour_choice", "choice")
+
+
+def _position_of(scene: Scene, rng: random.Random) -> QA:
+    # Finding an object by colour and shape is the first step of existence and spatial questions;
+    # asking for its position supervises that step with a nine-way answer instead of one bit.
+    unique = [o for o in scene.objects if scene.count(o.shape, o.colour) == 1]
+    if not unique:
+        return _colour_at(scene, rng)
+    obj = rng.choice(unique)
+    return QA(f"where is the {obj.colour} {obj.shape}?", obj.position, "perception", "position_of", "exact")
 
 
 def _count(scene: Scene, rng: random.Random) -> QA:
@@ -157,12 +169,14 @@ SCENE_QUESTIONS: tuple[Callable[[Scene, random.Random], QA], ...] = (
     _compare,
     _spatial,
     _how_many_objects,
+    _position_of,
 )
 
 
 # The LM corpus asks the question types that need two lookups (a conjunction, two objects, two
-# counts, an option list) more often than the one-lookup types a tiny LM learns first.
-CORPUS_QUESTION_WEIGHTS = (1, 1, 2, 2, 1, 1, 2, 2, 0.5)
+# counts, an option list) more often than the one-lookup types a tiny LM learns first; spatial
+# relations and the option list, learned last, most often.
+CORPUS_QUESTION_WEIGHTS = (1, 1, 2, 3, 1, 1, 2, 3, 0.5, 2)
 
 
 def scene_question(
