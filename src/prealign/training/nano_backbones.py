@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from transformers import (
 from ..data.nano.language import arithmetic, caption, fact, text_scene_question
 from ..data.nano.scenes import render, sample_scene
 from ..data.nano.streams import CaptionStream, CorpusStream, encode_qa
+from ..evaluation import score
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,9 @@ def lm_eval_items(n_per_kind: int = 60, seed: int = 12345) -> list:
 
 @torch.no_grad()
 def evaluate_lm(model, tokenizer, items: list, batch: int = 64) -> dict[str, dict[str, float]]:
-    """Greedy answers per kind: accuracy against the majority-answer baseline of that kind."""
+    """Greedy answers per kind, scored by the kind's rule against its majority-answer baseline."""
     model.eval()
-    correct: Counter = Counter()
-    answers: dict[str, list[str]] = defaultdict(list)
+    predictions: dict[str, list[str]] = defaultdict(list)
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         encoded = [encode_qa(tokenizer, qa) for qa in chunk]
@@ -180,14 +180,14 @@ def evaluate_lm(model, tokenizer, items: list, batch: int = 64) -> dict[str, dic
             pad_token_id=tokenizer.pad_token_id,
         )
         for qa, row in zip(chunk, out[:, length:], strict=True):
-            text = tokenizer.decode(row, skip_special_tokens=True).strip()
-            correct[qa.kind] += text == qa.answer
-            answers[qa.kind].append(qa.answer)
-    report = {}
-    for kind, golds in answers.items():
-        majority = Counter(golds).most_common(1)[0][1] / len(golds)
-        report[kind] = {"accuracy": correct[kind] / len(golds), "majority": majority, "n": len(golds)}
-    return report
+            predictions[qa.kind].append(tokenizer.decode(row, skip_special_tokens=True))
+    by_kind = defaultdict(list)
+    for qa in items:
+        by_kind[qa.kind].append(qa)
+    return {
+        kind: score(qas[0].scoring, predictions[kind], [qa.answer for qa in qas])
+        for kind, qas in by_kind.items()
+    }
 
 
 @torch.no_grad()
