@@ -35,7 +35,7 @@ def test_shipped_files_are_small_bf16_and_complete():
 
 # What the shipped LMs have learned, kind by kind (see the README's table): held-out accuracy at
 # least MARGIN above always giving the majority answer. Spatial relations between two named
-# objects are not yet learned at the default budget (perceiver at the baseline, target +0.10).
+# objects are not yet learned well at the default budget (perceiver +0.07, target +0.10).
 MARGIN = 0.1
 LEARNED_BY_BOTH = {
     "arithmetic",
@@ -71,6 +71,6 @@ def test_the_target_lm_reads_scenes_and_adds_better_than_the_perceiver_lm(checke
         return sum(scores[k]["accuracy"] for k in kinds) / len(kinds)
 
     perceiver, target = mean("lm_perceiver"), mean("lm_target")
-    assert target >= perceiver + 0.02, (perceiver, target)  # shipped: 0.83 vs 0.80
+    assert target >= perceiver + 0.02, (perceiver, target)  # shipped: 0.83 vs 0.81
     sizes = [checked["parts"][p]["scores"]["parameters"] for p in ("lm_perceiver", "lm_target")]
     assert 5 <= sizes[1] / sizes[0] <= 8  # the paper's 0.6B : 4B

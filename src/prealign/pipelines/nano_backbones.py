@@ -32,7 +32,9 @@ class BackboneBudget:
     """Steps per part; the defaults fit the 60-minute budget of a 2-core CPU."""
 
     vit_steps: int = 600
-    perceiver_steps: int = 5000
+    # 7000 perceiver steps use the budget the target leaves: more steps lowered the final loss
+    # (seed 1: 0.31 -> 0.27; seed 0 0.19) and added skills; see the README's seed table.
+    perceiver_steps: int = 7000
     target_steps: int = 4000
     perceiver_size: str = "perceiver"
     target_size: str = "target"
