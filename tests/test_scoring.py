@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prealign.evaluation import extract_answer, is_correct, score
+from prealign.evaluation import extract_answer, score
 
 
 @pytest.mark.parametrize(
@@ -26,14 +26,14 @@ from prealign.evaluation import extract_answer, is_correct, score
     ],
 )
 def test_rules_score_the_key_they_extract(rule, prediction, reference, right):
-    assert is_correct(rule, prediction, reference) is right
+    assert score(rule, [prediction], [reference])["accuracy"] == (1.0 if right else 0.0)
 
 
 def test_text_without_an_answer_is_wrong_and_a_bad_reference_or_rule_is_an_error():
     assert extract_answer("number", "many") is None
-    assert not is_correct("number", "many", "3")
+    assert score("number", ["many"], ["3"])["accuracy"] == 0.0
     with pytest.raises(ValueError, match="reference answer 'maybe'"):
-        is_correct("yes_no", "yes", "maybe")
+        score("yes_no", ["yes"], ["maybe"])
     with pytest.raises(ValueError, match="unknown scoring rule 'fuzzy'"):
         extract_answer("fuzzy", "x")
 

@@ -1,5 +1,5 @@
 """Scoring model answers against benchmark answers."""
 
-from .scoring import SCORING_RULES, extract_answer, is_correct, score
+from .scoring import SCORING_RULES, extract_answer, score
 
-__all__ = ["SCORING_RULES", "extract_answer", "is_correct", "score"]
+__all__ = ["SCORING_RULES", "extract_answer", "score"]

@@ -1,8 +1,8 @@
 """The benchmark scoring rules: what part of a free-form answer counts, and when it is right.
 
 A rule reduces both the model's text and the reference answer to the key it scores (a choice
-letter, a yes/no verdict, a number, or the whole normalised text), so a worked answer such as
-"top left and middle right. yes" scores on its verdict, and "B. red" on its letter.
+letter, a yes/no verdict, a number, or the whole normalised text), so "B. red" scores on its
+letter and an answer that explains itself before "yes" scores on that verdict.
 """
 
 from __future__ import annotations
@@ -49,10 +49,6 @@ def extract_answer(rule: str, text: str) -> str | None:
     if rule not in SCORING_RULES:
         raise ValueError(f"unknown scoring rule {rule!r}; known: {sorted(SCORING_RULES)}")
     return SCORING_RULES[rule](text)
-
-
-def is_correct(rule: str, prediction: str, reference: str) -> bool:
-    return score(rule, [prediction], [reference])["accuracy"] == 1.0
 
 
 def score(rule: str, predictions: list[str], references: list[str]) -> dict[str, float]:
