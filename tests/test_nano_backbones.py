@@ -35,6 +35,9 @@ def test_lm_pretraining_beats_random_init(tokenizer, tmp_path):
     assert (tmp_path / "lm/config.json").is_file() and (tmp_path / "lm/tokenizer.json").is_file()
     report = nb.evaluate_lm(model, tokenizer, items)
     assert set(report) >= {"arithmetic", "fact", "text_count", "text_spatial"}
+    busy_counts = [qa for qa in items if qa.kind == "text_count" and qa.objects >= nb.BUSY_SCENE]
+    assert report["text_count"]["busy"]["n"] == len(busy_counts) > 0
+    assert "busy" not in report["arithmetic"]
 
 
 @pytest.mark.e2e

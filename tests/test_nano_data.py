@@ -14,7 +14,13 @@ from prealign.data import DataSource, LlavaDataset
 from prealign.data.check import check_data
 from prealign.data.conversation import IGNORE_INDEX
 from prealign.data.nano import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data, render, sample_scene
-from prealign.data.nano.language import is_held_out_pair, scene_question
+from prealign.data.nano.language import (
+    arithmetic,
+    fact,
+    is_held_out_pair,
+    scene_question,
+    text_scene_question,
+)
 from prealign.processing import PrealignProcessor
 from prealign.tiny import tiny_image_processor
 
@@ -183,6 +189,20 @@ def test_yes_no_questions_are_right_and_balanced():
             answers[qa.kind].append(qa.answer)
     for kind, given in answers.items():
         assert 0.4 < given.count("yes") / len(given) < 0.6, kind  # "always no" cannot score well
+
+
+def test_questions_carry_the_number_of_objects_they_ask_about(world):
+    rng = random.Random(5)
+    for _ in range(100):
+        scene = sample_scene(rng)
+        others = [sample_scene(rng) for _ in range(3)]
+        assert scene_question(scene, rng, distractors=others).objects == len(scene.objects)
+        assert text_scene_question(scene, rng).objects == len(scene.objects)
+    assert arithmetic(rng, held_out=False).objects == fact(rng).objects == 0
+    _, paths = world
+    for group in BENCHMARK_GROUPS:
+        for item in json.loads(paths[f"bench_{group}"].read_text()):
+            assert (item["objects"] == 0) == (item["kind"] in ("arithmetic", "fact")), item
 
 
 def _at(scene, position: str):

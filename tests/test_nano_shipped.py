@@ -52,6 +52,23 @@ LEARNED_BY_BOTH = {
 }
 
 
+# In scenes of 3-4 objects a lookup cannot pass as a lucky guess between one or two candidates.
+# There both LMs still count, compare and look up single attributes; existence, the option list
+# and spatial relations are near the baseline for the perceiver (README table).
+READ_IN_BUSY_SCENES_BY_BOTH = {
+    "text_colour_at",
+    "text_shape_at",
+    "text_position_of",
+    "text_count",
+    "text_count_sum",
+    "text_compare",
+    "text_total_objects",
+}
+# The lookups that the larger target LM does clearly better in busy scenes (shipped: +0.30,
+# +0.22, +0.21): the capacity difference the DPA experiment is about.
+TARGET_READS_BETTER = ("text_colour_at", "text_position_of", "text_exists")
+
+
 def test_the_vit_retrieves_captions_far_above_chance(checked):
     vit = checked["parts"]["vit"]["scores"]
     assert vit["top1"] >= 50 * vit["chance"], vit
@@ -62,6 +79,20 @@ def test_each_lm_beats_the_majority_answer_on_what_it_learned(checked, part):
     scores = checked["parts"][part]["scores"]
     for kind in LEARNED_BY_BOTH:
         assert scores[kind]["accuracy"] >= scores[kind]["majority"] + MARGIN, (part, kind, scores[kind])
+
+
+@pytest.mark.parametrize("part", ["lm_perceiver", "lm_target"])
+def test_each_lm_reads_busy_scenes(checked, part):
+    scores = checked["parts"][part]["scores"]
+    for kind in READ_IN_BUSY_SCENES_BY_BOTH:
+        busy = scores[kind]["busy"]
+        assert busy["n"] >= 30 and busy["accuracy"] >= busy["majority"] + MARGIN, (part, kind, busy)
+
+
+def test_the_target_lm_looks_up_objects_in_busy_scenes_better_than_the_perceiver_lm(checked):
+    perceiver, target = (checked["parts"][p]["scores"] for p in ("lm_perceiver", "lm_target"))
+    for kind in TARGET_READS_BETTER:
+        assert target[kind]["busy"]["accuracy"] >= perceiver[kind]["busy"]["accuracy"] + MARGIN, kind
 
 
 def test_the_target_lm_reads_scenes_and_adds_better_than_the_perceiver_lm(checked):

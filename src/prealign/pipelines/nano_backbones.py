@@ -187,12 +187,15 @@ def format_manifest(manifest: dict) -> str:
         f"(chance {vit['chance']:.2f})"
     )
     perceiver, target = manifest["parts"]["lm_perceiver"]["scores"], manifest["parts"]["lm_target"]["scores"]
-    lines.append(f"{'question type':<24}{'perceiver LM':>13}{'target LM':>11}{'majority':>10}")
+    lines.append(f"{'':<24}{'all scenes':^35}{f'scenes of {nb.BUSY_SCENE}+ objects':^35}".rstrip())
+    header = f"{'perceiver LM':>13}{'target LM':>11}{'majority':>10} "
+    lines.append(f"{'question type':<24}{header}{header}".rstrip())
     for kind in sorted(k for k in perceiver if k != "parameters"):
-        lines.append(
-            f"{kind:<24}{perceiver[kind]['accuracy']:>13.2f}{target[kind]['accuracy']:>11.2f}"
-            f"{perceiver[kind]['majority']:>10.2f}"
-        )
+        row = f"{kind:<24}"
+        small, large = perceiver[kind], target[kind]
+        for p, t in ((small, large), (small.get("busy"), large.get("busy"))):
+            row += f"{p['accuracy']:>13.2f}{t['accuracy']:>11.2f}{p['majority']:>10.2f} " if p else ""
+        lines.append(row.rstrip())
     lines.append(f"parameters: perceiver LM {perceiver['parameters']:,}, target LM {target['parameters']:,}")
     times = ", ".join(f"{name} {manifest['parts'][name]['wall_time_s']:.0f} s" for name in PARTS)
     lines.append(f"wall time: {times}; total {manifest['total_wall_time_s']:.0f} s")
@@ -215,11 +218,12 @@ def recheck_backbones(folder: str | Path, tolerance: float = 0.05) -> dict:
     for part, scores in fresh.items():
         recorded = manifest["parts"][part]["scores"]
         pairs = [("top1", scores["top1"], recorded["top1"])] if part == "vit" else []
-        pairs += [
-            (kind, s["accuracy"], recorded[kind]["accuracy"])
-            for kind, s in scores.items()
-            if isinstance(s, dict)
-        ]
+        for kind, s in scores.items():
+            if isinstance(s, dict):
+                pairs.append((kind, s["accuracy"], recorded[kind]["accuracy"]))
+                if "busy" in s:
+                    then = recorded[kind]["busy"]["accuracy"]
+                    pairs.append((f"{kind} (busy scenes)", s["busy"]["accuracy"], then))
         drifts += [
             f"{part} {name}: {now:.3f} now, {then:.3f} in the manifest"
             for name, now, then in pairs

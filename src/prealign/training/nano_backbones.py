@@ -157,9 +157,15 @@ def lm_eval_items(n_per_kind: int = 60, seed: int = 12345) -> list:
     return [qa for items in by_kind.values() for qa in items]
 
 
+# Scenes with at least this many objects: a lookup there can no longer pass as a lucky guess
+# between one or two candidates, so their score ("busy") shows whether an LM really reads.
+BUSY_SCENE = 3
+
+
 @torch.no_grad()
 def evaluate_lm(model, tokenizer, items: list, batch: int = 64) -> dict[str, dict[str, float]]:
-    """Greedy answers per kind, scored by the kind's rule against its majority-answer baseline."""
+    """Greedy answers per kind, scored by the kind's rule against its majority-answer baseline;
+    scene kinds also on their busy scenes alone."""
     model.eval()
     predictions: dict[str, list[str]] = defaultdict(list)
     for start in range(0, len(items), batch):
@@ -184,10 +190,14 @@ def evaluate_lm(model, tokenizer, items: list, batch: int = 64) -> dict[str, dic
     by_kind = defaultdict(list)
     for qa in items:
         by_kind[qa.kind].append(qa)
-    return {
-        kind: score(qas[0].scoring, predictions[kind], [qa.answer for qa in qas])
-        for kind, qas in by_kind.items()
-    }
+    scores = {}
+    for kind, qas in by_kind.items():
+        scores[kind] = score(qas[0].scoring, predictions[kind], [qa.answer for qa in qas])
+        busy = [i for i, qa in enumerate(qas) if qa.objects >= BUSY_SCENE]
+        if busy:
+            busy_predictions = [predictions[kind][i] for i in busy]
+            scores[kind]["busy"] = score(qas[0].scoring, busy_predictions, [qas[i].answer for i in busy])
+    return scores
 
 
 @torch.no_grad()

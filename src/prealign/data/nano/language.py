@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .scenes import COLOURS, SHAPES, Scene, sample_scene
 
@@ -24,6 +24,7 @@ class QA:
     group: str  # general | reasoning | perception | text
     kind: str  # e.g. colour_at, count, spatial, arithmetic
     scoring: str  # choice | yes_no | number | exact
+    objects: int = 0  # in the scene asked about (0: text-only); lookups get harder with more
 
 
 CAPTION_PROMPTS = ("describe the image briefly.", "what is in the picture?", "describe the scene.")
@@ -188,10 +189,12 @@ def scene_question(
     """A random question about the scene (with distractor scenes, possibly a description match);
     `weights` (one per SCENE_QUESTIONS entry) skews the draw."""
     if distractors and rng.random() < 1 / (len(SCENE_QUESTIONS) + 1):
-        return _which_description(scene, rng, distractors)
-    if weights is None:
-        return rng.choice(SCENE_QUESTIONS)(scene, rng)
-    return rng.choices(SCENE_QUESTIONS, weights)[0](scene, rng)
+        qa = _which_description(scene, rng, distractors)
+    elif weights is None:
+        qa = rng.choice(SCENE_QUESTIONS)(scene, rng)
+    else:
+        qa = rng.choices(SCENE_QUESTIONS, weights)[0](scene, rng)
+    return replace(qa, objects=len(scene.objects))
 
 
 # Text-only knowledge: arithmetic and an invented fact base, for pre-training and forgetting.
@@ -225,7 +228,8 @@ def fact(rng: random.Random) -> QA:
 def text_scene_question(scene: Scene, rng: random.Random, weights: tuple[float, ...] | None = None) -> QA:
     """A scene question with the scene given in words: scene reasoning in the LM's text space."""
     qa = scene_question(scene, rng, weights=weights)
-    return QA(f"scene: {describe(scene)} {qa.question}", qa.answer, "text", f"text_{qa.kind}", qa.scoring)
+    question = f"scene: {describe(scene)} {qa.question}"
+    return QA(question, qa.answer, "text", f"text_{qa.kind}", qa.scoring, qa.objects)
 
 
 def corpus_segments(rng: random.Random, max_objects: int, questions: int) -> list[QA]:
