@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.prealign-installed
 
-.PHONY: demo smoke test test-unit lint clean
+.PHONY: demo smoke test test-unit bench lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)  ## lint + the whole test suite, end-to-end tests included
 
 test-unit: $(STAMP)  ## fast iteration: unit tests only
 	$(PY) -m pytest -q -m "not e2e"
+
+bench: $(STAMP)  ## speed, measured side by side: nano LM pre-training with and without length buckets
+	$(PY) benchmarks/nano_lm_padding.py --size perceiver
+	$(PY) benchmarks/nano_lm_padding.py --size target
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

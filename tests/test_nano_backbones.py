@@ -83,10 +83,19 @@ def test_pretrain_lm_command_trains_scores_and_saves_one_lm(tmp_path, capsys):
     from prealign.cli import main
 
     data = build_nano_data(tmp_path / "data", NanoDataSpec(pretrain=2, instruct=2, corpus=2, benchmark=2))
-    command = ["nano", "pretrain-lm", str(tmp_path / "data"), "--size", "tiny", "--steps", "3"]
+    command = [
+        "nano",
+        "pretrain-lm",
+        str(tmp_path / "data"),
+        "--size",
+        "tiny",
+        "--steps",
+        "3",
+        "--length-buckets",
+    ]
     assert main([*command, "--lr", "1e-3", "--out", str(tmp_path / "lm")]) == 0
     printed = capsys.readouterr().out
-    assert "text_position_of" in printed and "trained in" in printed
+    assert "text_position_of" in printed and "trained in" in printed and "3+ objects" in printed
     model = Qwen3ForCausalLM.from_pretrained(str(tmp_path / "lm"))
     assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(str(data["tokenizer"])))
     state = json.loads(next((tmp_path / "lm").glob("checkpoint-*/trainer_state.json")).read_text())

@@ -65,7 +65,8 @@ def lm_config(size: LMSize, vocab_size: int) -> Qwen3Config:
     )
 
 
-def _pad(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+def pad_lm_batch(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad corpus examples to the batch's longest; padding is masked and unsupervised."""
     length = max(len(b["input_ids"]) for b in batch)
     out = {
         "input_ids": torch.full((len(batch), length), pad_id),
@@ -115,16 +116,22 @@ def pretrain_lm(
     seed: int = 0,
     bf16: bool = True,
     resume: bool = True,
+    length_buckets: bool = False,
 ) -> Qwen3ForCausalLM:
-    """Train a Qwen3 LM on the nano corpus stream; saves a normal HF checkpoint folder."""
+    """Train a Qwen3 LM on the nano corpus stream; saves a normal HF checkpoint folder.
+
+    `length_buckets` batches examples of similar length: the same examples with far less
+    padding (`benchmarks/nano_lm_padding.py`), in another order."""
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(lm_config(LM_SIZES[size], len(tokenizer)))
-    stream = CorpusStream(tokenizer, seed=seed, total=steps * batch)
+    stream = CorpusStream(
+        tokenizer, seed=seed, total=steps * batch, batch_size=batch if length_buckets else None
+    )
     trainer = Trainer(
         model=model,
         args=_arguments(out_dir, steps, batch, lr, seed, bf16),
         train_dataset=stream,
-        data_collator=lambda b: _pad(b, tokenizer.pad_token_id),
+        data_collator=lambda b: pad_lm_batch(b, tokenizer.pad_token_id),
     )
     trainer.train(resume_from_checkpoint=_last_checkpoint(out_dir) if resume else None)
     model.save_pretrained(out_dir)
@@ -204,7 +211,7 @@ def evaluate_lm(model, tokenizer, items: list, batch: int = 64) -> dict[str, dic
 def answer_loss(model, tokenizer, items: list) -> float:
     """Mean cross-entropy on the answer tokens of held-out items: lower means the LM reads better."""
     model.eval()
-    batch = _pad([encode_qa(tokenizer, qa) for qa in items], tokenizer.pad_token_id)
+    batch = pad_lm_batch([encode_qa(tokenizer, qa) for qa in items], tokenizer.pad_token_id)
     return model(**batch).loss.item()
 
 
