@@ -121,7 +121,8 @@ def pretrain_lm(
     """Train a Qwen3 LM on the nano corpus stream; saves a normal HF checkpoint folder.
 
     `length_buckets` batches examples of similar length: the same examples with far less
-    padding (`benchmarks/nano_lm_padding.py`), in another order."""
+    padding (`benchmarks/nano_lm_padding.py`), in another order; at equal steps both LMs learned
+    less with it (README), hence off by default."""
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(lm_config(LM_SIZES[size], len(tokenizer)))
     stream = CorpusStream(
