@@ -91,7 +91,8 @@ def test_pretrain_lm_command_trains_scores_and_saves_one_lm(tmp_path, capsys):
         "tiny",
         "--steps",
         "3",
-        "--length-buckets",
+        "--row-length",
+        "0",
     ]
     assert main([*command, "--lr", "1e-3", "--out", str(tmp_path / "lm")]) == 0
     printed = capsys.readouterr().out

@@ -177,7 +177,7 @@ def nano_pretrain(args: argparse.Namespace) -> int:
             steps=args.steps or steps,
             lr=args.lr or lr,
             seed=args.seed,
-            length_buckets=args.length_buckets,
+            row_length=args.row_length or None,
         )
         # Score the saved checkpoint, as the manifest does: the model the Trainer leaves in memory
         # still runs under its bf16 autocast, and near-tie answers flip (spatial 0.55 vs 0.65).
@@ -269,9 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--size", choices=["tiny", "perceiver", "target"], default="perceiver")
             p.add_argument("--lr", type=float, help="peak learning rate (default: the shipped LM's)")
             p.add_argument(
-                "--length-buckets",
-                action="store_true",
-                help="batch examples of similar length: far less padding (the shipped LMs were made without)",
+                "--row-length",
+                type=int,
+                default=128,
+                help="pack each batch's examples into rows of this many tokens (0: pad each example)",
             )
         p.set_defaults(run=nano_pretrain)
 
