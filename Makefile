@@ -26,7 +26,7 @@ test: $(STAMP)  ## lint + the whole test suite, end-to-end tests included
 test-unit: $(STAMP)  ## fast iteration: unit tests only
 	$(PY) -m pytest -q -m "not e2e"
 
-bench: $(STAMP)  ## speed, measured side by side: nano LM pre-training with and without length buckets
+bench: $(STAMP)  ## speed, measured side by side: nano LM pre-training with padded and with packed batches
 	$(PY) benchmarks/nano_lm_padding.py --size perceiver
 	$(PY) benchmarks/nano_lm_padding.py --size target
 

@@ -92,7 +92,7 @@ def test_pretrain_lm_command_trains_scores_and_saves_one_lm(tmp_path, capsys):
         "--steps",
         "3",
         "--row-length",
-        "0",
+        "128",
     ]
     assert main([*command, "--lr", "1e-3", "--out", str(tmp_path / "lm")]) == 0
     printed = capsys.readouterr().out

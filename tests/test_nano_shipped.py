@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 from safetensors import safe_open
 
-from prealign.pipelines.nano_backbones import PARTS, recheck_backbones, shipped_backbones
+from prealign.pipelines.nano_backbones import PARTS, BackboneBudget, recheck_backbones, shipped_backbones
 
 MAX_SHIPPED_BYTES = 30 * 2**20
 
@@ -31,6 +32,12 @@ def test_shipped_files_are_small_bf16_and_complete():
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["command"].startswith("prealign nano backbones") and "seed" in manifest
     assert manifest["total_wall_time_s"] < 3600  # the budget of a 2-core CPU
+
+
+def test_the_default_budget_is_the_one_the_shipped_backbones_were_made_with():
+    # `prealign nano backbones DIR` regenerates what ships, and `pretrain-lm` defaults to it.
+    manifest = json.loads((shipped_backbones() / "manifest.json").read_text())
+    assert manifest["budget"] == asdict(BackboneBudget())
 
 
 # What the shipped LMs have learned, kind by kind (see the README's table): held-out accuracy at

@@ -1,16 +1,18 @@
-"""The LM pre-training stream: answers supervised, whole segments only, and length buckets that
-keep every example while cutting the padding."""
+"""LM pre-training inputs: answers supervised, whole segments only, and packed batches that
+hold every example exactly once and give the padded batch's logits and loss."""
 
 from __future__ import annotations
 
-import random
+import itertools
 
 import pytest
 import torch
+from transformers import Qwen3ForCausalLM
 
 from prealign.data.nano.language import QA
-from prealign.data.nano.streams import CorpusStream, encode_qa_sequence, in_length_buckets
+from prealign.data.nano.streams import CorpusStream, encode_qa_sequence
 from prealign.data.nano.tokenizer import nano_tokenizer
+from prealign.training.nano_backbones import LM_SIZES, lm_config, pack_lm_batch, pad_lm_batch
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +20,10 @@ def tokenizer():
     return nano_tokenizer()
 
 
-def _padded_tokens(examples: list[dict], batch_size: int) -> int:
-    runs = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
-    return sum(len(run) * max(len(e["input_ids"]) for e in run) for run in runs)
+@pytest.fixture(scope="module")
+def late_examples(tokenizer):
+    """Examples from the end of the curriculum (scenes of up to four objects)."""
+    return list(CorpusStream(tokenizer, seed=3, total=400))[-64:]
 
 
 def test_only_answers_and_end_tokens_are_supervised(tokenizer):
@@ -32,26 +35,58 @@ def test_only_answers_and_end_tokens_are_supervised(tokenizer):
     assert len(encode_qa_sequence(tokenizer, [qa, qa], max_length=2 * one - 1)["input_ids"]) == one
 
 
-def test_length_buckets_keep_every_example_and_cut_the_padding(tokenizer):
-    batch, total = 8, 8 * 40 + 5  # two full pools of 16 batches and a ragged rest
-    plain = list(CorpusStream(tokenizer, seed=3, total=total))
-    bucketed = list(CorpusStream(tokenizer, seed=3, total=total, batch_size=batch))
-    assert sorted(tuple(e["input_ids"].tolist()) for e in bucketed) == sorted(
-        tuple(e["input_ids"].tolist()) for e in plain
-    )
-    assert _padded_tokens(bucketed, batch) < 0.8 * _padded_tokens(plain, batch)
-    again = list(CorpusStream(tokenizer, seed=3, total=total, batch_size=batch))
-    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(again, bucketed, strict=True))
+def _sequences(batch: dict[str, torch.Tensor]) -> list[tuple[int, int, int]]:
+    """(row, start, end) of every sequence of a packed batch (where position ids restart)."""
+    spans = []
+    for row, positions in enumerate(batch["position_ids"]):
+        starts = [*(positions == 0).nonzero().flatten().tolist(), len(positions)]
+        spans += [(row, start, end) for start, end in itertools.pairwise(starts)]
+    return spans
 
 
-def test_length_buckets_sort_within_pools_and_shuffle_their_batches():
-    examples = [{"input_ids": torch.zeros(n)} for n in random.Random(0).choices(range(1, 50), k=64)]
-    out = list(in_length_buckets(iter(examples), batch_size=4, rng=random.Random(1), pool_batches=8))
-    pools = [out[:32], out[32:]]
-    for pool, source in zip(pools, (examples[:32], examples[32:]), strict=True):
-        assert sorted(len(e["input_ids"]) for e in pool) == sorted(len(e["input_ids"]) for e in source)
-        firsts = [len(pool[i]["input_ids"]) for i in range(0, 32, 4)]
-        assert firsts != sorted(firsts)  # batches shuffled, not longest last
-        for start in range(0, 32, 4):
-            lengths = [len(e["input_ids"]) for e in pool[start : start + 4]]
-            assert lengths == sorted(lengths)
+def test_packing_keeps_every_example_once_and_cuts_the_padding(tokenizer, late_examples):
+    batch = late_examples[:32]
+    packed = pack_lm_batch(batch, tokenizer.pad_token_id, row_length=128)
+    padded = pad_lm_batch(batch, tokenizer.pad_token_id)
+    assert packed["input_ids"].shape[1] <= 128 and "attention_mask" not in packed
+    examples = sorted((tuple(e["input_ids"].tolist()), tuple(e["labels"].tolist())) for e in batch)
+    pieces = [
+        (tuple(packed["input_ids"][r, a:b].tolist()), tuple(packed["labels"][r, a:b].tolist()))
+        for r, a, b in _sequences(packed)
+    ]
+    assert sorted(p for p in pieces if set(p[0]) != {tokenizer.pad_token_id}) == examples
+    assert packed["input_ids"].numel() < 0.75 * padded["input_ids"].numel()
+    assert int((packed["labels"] != -100).sum()) == int((padded["labels"] != -100).sum())
+
+
+def test_rows_stretch_to_the_longest_example_rather_than_cut_one(tokenizer, late_examples):
+    batch = late_examples[:8]
+    packed = pack_lm_batch(batch, tokenizer.pad_token_id, row_length=8)
+    assert packed["input_ids"].shape[1] == max(len(e["input_ids"]) for e in batch)
+    assert len(_sequences(packed)) >= len(batch)
+    assert int((packed["labels"] != -100).sum()) == sum(int((e["labels"] != -100).sum()) for e in batch)
+
+
+def test_packed_rows_give_each_example_its_padded_logits_and_the_same_loss(tokenizer, late_examples):
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(lm_config(LM_SIZES["tiny"], len(tokenizer))).eval()
+    # As pre-training runs it: with a cache, transformers drops the packed-sequence mask.
+    model.config.use_cache = False
+    batch = late_examples[:12]
+    packed = pack_lm_batch(batch, tokenizer.pad_token_id, row_length=96)
+    padded = pad_lm_batch(batch, tokenizer.pad_token_id)
+    assert packed["input_ids"].shape[0] < len(batch)  # several examples share a row
+    with torch.no_grad():
+        packed_out, padded_out = model(**packed), model(**padded)
+    torch.testing.assert_close(packed_out.loss, padded_out.loss, rtol=0, atol=1e-5)
+    padded_logits = {
+        tuple(e["input_ids"].tolist()): padded_out.logits[i, : len(e["input_ids"])]
+        for i, e in enumerate(batch)
+    }
+    compared = 0
+    for row, start, end in _sequences(packed):
+        key = tuple(packed["input_ids"][row, start:end].tolist())
+        if key in padded_logits:
+            torch.testing.assert_close(packed_out.logits[row, start:end], padded_logits[key])
+            compared += 1
+    assert compared == len(padded_logits)

@@ -7,7 +7,6 @@ number of objects per scene as training goes (few objects first).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -40,8 +39,7 @@ class CorpusStream(_SeededStream):
     The descriptions are random, so their tokens cannot be predicted and would dominate a plain
     LM loss; supervising answers spends the small model's capacity on reading the scene. One
     question per scene is the default: asking six per sequence supervises more answers per
-    step, but at equal compute a 1M-parameter LM learned far less (fewer scenes seen). With
-    `batch_size`, the examples come in runs of similar length (`in_length_buckets`).
+    step, but at equal compute a 1M-parameter LM learned far less (fewer scenes seen).
     """
 
     def __init__(
@@ -52,49 +50,15 @@ class CorpusStream(_SeededStream):
         max_objects: int = 4,
         max_length: int = 192,
         questions_per_sequence: int = 1,
-        batch_size: int | None = None,
     ):
         super().__init__(seed, total, max_objects)
         self.tokenizer, self.max_length = tokenizer, max_length
         self.questions_per_sequence = questions_per_sequence
-        self.batch_size = batch_size
 
     def __iter__(self):
-        examples = (
-            encode_qa_sequence(
-                self.tokenizer, corpus_segments(rng, cap, self.questions_per_sequence), self.max_length
-            )
-            for rng, cap in self._examples()
-        )
-        if self.batch_size is None:
-            yield from examples
-        else:
-            yield from in_length_buckets(examples, self.batch_size, random.Random(f"{self.seed}/buckets"))
-
-
-def in_length_buckets(
-    examples: Iterable[dict[str, torch.Tensor]], batch_size: int, rng: random.Random, pool_batches: int = 16
-) -> Iterator[dict[str, torch.Tensor]]:
-    """The same examples, in runs of `batch_size` of similar length, for a loader that batches
-    consecutive items (a stream's counterpart of the Trainer's `group_by_length`, which needs a
-    sized data set): a padded batch of the nano corpus is otherwise ~40% padding. Sorting works
-    within pools of `pool_batches` batches, whose order is then shuffled, so the curriculum still
-    advances and lengths still vary from step to step."""
-    pool: list[dict[str, torch.Tensor]] = []
-    for example in examples:
-        pool.append(example)
-        if len(pool) == batch_size * pool_batches:
-            yield from _sorted_batches(pool, batch_size, rng)
-            pool = []
-    yield from _sorted_batches(pool, batch_size, rng)
-
-
-def _sorted_batches(pool: list[dict[str, torch.Tensor]], batch_size: int, rng: random.Random):
-    pool = sorted(pool, key=lambda e: len(e["input_ids"]))
-    batches = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
-    rng.shuffle(batches)
-    for batch in batches:
-        yield from batch
+        for rng, cap in self._examples():
+            segments = corpus_segments(rng, cap, self.questions_per_sequence)
+            yield encode_qa_sequence(self.tokenizer, segments, self.max_length)
 
 
 def encode_qa_sequence(tokenizer, segments: list[QA], max_length: int) -> dict[str, torch.Tensor]:
