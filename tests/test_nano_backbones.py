@@ -98,6 +98,7 @@ def test_pretrain_lm_command_trains_scores_and_saves_one_lm(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "text_position_of" in printed and "trained in" in printed and "3+ objects" in printed
     model = Qwen3ForCausalLM.from_pretrained(str(tmp_path / "lm"))
+    assert model.config.use_cache  # trained without one (packed rows), saved for generation with one
     assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(str(data["tokenizer"])))
     state = json.loads(next((tmp_path / "lm").glob("checkpoint-*/trainer_state.json")).read_text())
     assert state["max_steps"] == 3 and state["log_history"][0]["learning_rate"] <= 1e-3

@@ -13,6 +13,7 @@ import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -165,16 +166,16 @@ def pretrain_lm(
     # With a cache, transformers drops the packed-sequence mask and the examples of a row would
     # see each other; training needs none.
     model.config.use_cache = False
-    pad_id = tokenizer.pad_token_id
+    collate = (
+        partial(pad_lm_batch, pad_id=tokenizer.pad_token_id)
+        if row_length is None
+        else partial(pack_lm_batch, pad_id=tokenizer.pad_token_id, row_length=row_length)
+    )
     trainer = Trainer(
         model=model,
         args=_arguments(out_dir, steps, batch, lr, seed, bf16),
         train_dataset=CorpusStream(tokenizer, seed=seed, total=steps * batch),
-        data_collator=(
-            (lambda b: pad_lm_batch(b, pad_id))
-            if row_length is None
-            else (lambda b: pack_lm_batch(b, pad_id, row_length))
-        ),
+        data_collator=collate,
     )
     trainer.train(resume_from_checkpoint=_last_checkpoint(out_dir) if resume else None)
     model.config.use_cache = True
