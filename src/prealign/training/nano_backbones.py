@@ -213,9 +213,6 @@ def lm_eval_items(n_per_kind: int = 60, seed: int = 12345) -> list:
 # between one or two candidates, so their score ("busy") shows whether an LM really reads.
 BUSY_SCENE = 3
 
-# Room for the longest nano answer and its end token (a worked spatial verdict: 13 + 1).
-ANSWER_TOKENS = 24
-
 
 @torch.no_grad()
 def evaluate_lm(model, tokenizer, items: list, batch: int = 64) -> dict[str, dict[str, float]]:
@@ -235,7 +232,7 @@ def evaluate_lm(model, tokenizer, items: list, batch: int = 64) -> dict[str, dic
         out = model.generate(
             input_ids=ids,
             attention_mask=mask,
-            max_new_tokens=ANSWER_TOKENS,
+            max_new_tokens=4,
             do_sample=False,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
