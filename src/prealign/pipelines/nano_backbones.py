@@ -33,7 +33,7 @@ class BackboneBudget:
 
     vit_steps: int = 600
     # 7000 perceiver steps use the budget the target leaves: more steps lowered the final loss
-    # (seed 1: 0.31 -> 0.27; seed 0 0.19) and added skills; see the README's seed table.
+    # (seed 1: 0.31 -> 0.27; seed 0 0.19) and added skills; see docs/nano_backbones.md.
     perceiver_steps: int = 7000
     target_steps: int = 4000
     perceiver_size: str = "perceiver"
