@@ -126,6 +126,37 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Answer and score benchmark files with a saved model; resumes an interrupted run."""
+    import json
+
+    from . import PrealignForConditionalGeneration, PrealignProcessor
+    from .evaluation import run_benchmark
+
+    model = PrealignForConditionalGeneration.from_pretrained(args.model)
+    processor = PrealignProcessor.from_pretrained(args.model)
+    summary = {}
+    for benchmark in args.benchmarks:
+        scores = run_benchmark(
+            model,
+            processor,
+            benchmark,
+            args.out,
+            image_root=args.image_root,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+        )
+        summary[benchmark] = scores
+        print(f"{benchmark}: accuracy {scores['accuracy']:.3f} on {scores['n']} items")
+        print(f"  {'kind':<24}{'n':>6}{'accuracy':>10}{'majority':>10}{'F1':>7}")
+        for kind, report in scores["kinds"].items():
+            f1 = f"{report['f1']:>7.2f}" if "f1" in report else ""
+            print(f"  {kind:<24}{report['n']:>6}{report['accuracy']:>10.2f}{report['majority']:>10.2f}{f1}")
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
 def nano_data(args: argparse.Namespace) -> int:
     """Generate the nano world's data sets, benchmarks, text corpus and tokenizer."""
     import dataclasses
@@ -234,6 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="key.sub=value overrides, e.g. max_steps=10 data.max_length=2048"
     )
     p.set_defaults(run=train_command)
+
+    p = commands.add_parser(
+        "eval", help="answer benchmark files with a saved model and score them (resumes where it stopped)"
+    )
+    p.add_argument("model", help="a saved model folder (with its processor, as training writes it)")
+    p.add_argument("benchmarks", nargs="+", help="benchmark JSON/JSONL files: id, question, answer, scoring")
+    p.add_argument("--out", required=True, help="folder for <name>.predictions.jsonl and <name>.scores.json")
+    p.add_argument("--image-root", help="folder the items' image paths are relative to (default: the file's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--json", action="store_true", help="also print the scores as JSON")
+    p.set_defaults(run=evaluate_command)
 
     nano = commands.add_parser("nano", help="the nano world").add_subparsers(
         dest="nano_command", required=True

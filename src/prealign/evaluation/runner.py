@@ -1,0 +1,181 @@
+"""Run a prealign model on a benchmark file and score its answers, item by item's rule.
+
+A benchmark is a JSON or JSONL list of items `{"id", "question", "answer", "scoring"}`, with an
+optional `"image"` (relative to an image root) and `"kind"` / `"group"` (the nano world writes
+them so; other sets convert to it). Prompts go through the same chat template and placeholder
+expansion as training. Answers are appended to a predictions JSONL as each batch finishes, so an
+interrupted run resumes where it stopped and never asks an item twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..data.records import DataError, RecordFile, load_image
+from .scoring import SCORING_RULES, extract_answer, score
+
+REQUIRED_FIELDS = ("id", "question", "answer", "scoring")
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    id: str
+    question: str
+    answer: str
+    scoring: str
+    kind: str
+    image: str | None = None
+
+
+def load_benchmark(path: str | Path) -> list[BenchmarkItem]:
+    """Items of a benchmark file; a malformed item is an error naming the file, item and field."""
+    records = RecordFile(path)
+    items, seen = [], set()
+    for index, record in enumerate(records):
+        name = records.record_name(index, record)
+        for field in REQUIRED_FIELDS:
+            if not isinstance(record.get(field), str) or not record[field]:
+                raise DataError("malformed_record", path, name, field, "missing or not a non-empty string")
+        if record["scoring"] not in SCORING_RULES:
+            raise DataError(
+                "malformed_record",
+                path,
+                name,
+                "scoring",
+                f"unknown rule {record['scoring']!r}; known: {sorted(SCORING_RULES)}",
+            )
+        if extract_answer(record["scoring"], record["answer"]) is None:
+            raise DataError("malformed_record", path, name, "answer", f"holds no {record['scoring']} answer")
+        if record["id"] in seen:
+            raise DataError("malformed_record", path, name, "id", "appears twice")
+        seen.add(record["id"])
+        image = record.get("image")
+        if image is not None and not isinstance(image, str):
+            raise DataError("malformed_record", path, name, "image", "must be one relative path")
+        items.append(
+            BenchmarkItem(
+                record["id"],
+                record["question"],
+                record["answer"],
+                record["scoring"],
+                record.get("kind", record["scoring"]),
+                image,
+            )
+        )
+    return items
+
+
+def prompt(item: BenchmarkItem, image_token: str) -> list[dict]:
+    """The user turn, with the image first as in LLaVA-format training data."""
+    return [{"role": "user", "content": (f"{image_token}\n" if item.image else "") + item.question}]
+
+
+@torch.no_grad()
+def answer_batch(
+    model, processor, items: list[BenchmarkItem], image_root: Path, file: Path, max_new_tokens: int
+) -> list[str]:
+    """Greedy answers to a batch of items (left-padded, so every answer starts at the same column)."""
+    texts = [processor.apply_chat_template(prompt(item, processor.image_token)) for item in items]
+    images = [[load_image(image_root, item.image, file, item.id)] if item.image else [] for item in items]
+    inputs = processor(
+        texts, images=images, instructions=[item.question for item in items], padding_side="left"
+    ).to(model.device)
+    tokenizer = processor.tokenizer
+    out = model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def score_items(items: list[BenchmarkItem], predictions: list[str]) -> dict:
+    """Accuracy over all items, and per kind its rule's report (majority baseline, F1 for yes/no)."""
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        by_kind[item.kind].append(i)
+    kinds = {}
+    for kind, indices in sorted(by_kind.items()):
+        rules = {items[i].scoring for i in indices}
+        if len(rules) > 1:
+            raise ValueError(f"kind {kind!r} mixes scoring rules {sorted(rules)}")
+        kinds[kind] = score(
+            rules.pop(), [predictions[i] for i in indices], [items[i].answer for i in indices]
+        )
+    correct = [
+        extract_answer(item.scoring, p) == extract_answer(item.scoring, item.answer)
+        for item, p in zip(items, predictions, strict=True)
+    ]
+    return {"accuracy": sum(correct) / len(items), "n": len(items), "kinds": kinds}
+
+
+def _finished(predictions_file: Path) -> dict[str, str]:
+    """Predictions already written; a line cut off by an interruption is dropped and asked again."""
+    if not predictions_file.is_file():
+        return {}
+    done, lines = {}, []
+    for line in predictions_file.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[row["id"]] = row["prediction"]
+        lines.append(line)
+    predictions_file.write_text("".join(f"{line}\n" for line in lines))
+    return done
+
+
+def run_benchmark(
+    model,
+    processor,
+    benchmark: str | Path,
+    out_dir: str | Path,
+    image_root: str | Path | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+) -> dict:
+    """Answer every item of `benchmark` not answered yet in `out_dir`, then score them all.
+
+    Image paths are relative to `image_root` (default: the benchmark's folder). Writes
+    `<name>.predictions.jsonl` (a line per item, as it is answered) and `<name>.scores.json` in
+    `out_dir`; returns the scores."""
+    benchmark, out_dir = Path(benchmark), Path(out_dir)
+    items = load_benchmark(benchmark)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions_file = out_dir / f"{benchmark.stem}.predictions.jsonl"
+    done = _finished(predictions_file)
+    unknown = set(done) - {item.id for item in items}
+    if unknown:
+        raise ValueError(
+            f"{predictions_file} holds ids that {benchmark} lacks (e.g. {sorted(unknown)[0]!r}): "
+            "it belongs to another benchmark; use another output folder"
+        )
+    todo = [item for item in items if item.id not in done]
+    root = Path(image_root) if image_root is not None else benchmark.parent
+    model.eval()
+    with (
+        open(predictions_file, "a") as f,
+        tqdm(total=len(items), initial=len(done), desc=benchmark.stem) as bar,
+    ):
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            answers = answer_batch(model, processor, batch, root, benchmark, max_new_tokens)
+            for item, answer in zip(batch, answers, strict=True):
+                done[item.id] = answer
+                row = {"id": item.id, "kind": item.kind, "prediction": answer, "answer": item.answer}
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+            bar.update(len(batch))
+    scores = score_items(items, [done[item.id] for item in items])
+    (out_dir / f"{benchmark.stem}.scores.json").write_text(
+        json.dumps(scores, indent=1, sort_keys=True) + "\n"
+    )
+    return scores

@@ -1,0 +1,148 @@
+"""The benchmark runner: answers as training formats prompts, batched like one by one, resumable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prealign.cli import main
+from prealign.data.nano import NanoDataSpec, build_nano_data
+from prealign.data.records import DataError
+from prealign.evaluation import BenchmarkItem, load_benchmark, run_benchmark, runner, score_items
+from prealign.tiny import tiny_model
+
+ITEMS = [
+    {"id": "a", "question": "what colour is it?", "answer": "red", "scoring": "exact", "image": "0.png"},
+    {"id": "b", "question": "how many?", "answer": "3", "scoring": "number", "image": "1.png"},
+    {"id": "c", "question": "what is 2 plus 2?", "answer": "4", "scoring": "number"},
+    {
+        "id": "d",
+        "question": "is it round? answer yes or no.",
+        "answer": "yes",
+        "scoring": "yes_no",
+        "image": "2.png",
+    },
+    {"id": "e", "question": "A. red B. blue. which?", "answer": "B", "scoring": "choice"},
+]
+for item, kind in zip(ITEMS, ["colour", "count", "count", "yn", "mc"], strict=True):
+    item["kind"] = kind
+
+
+@pytest.fixture
+def benchmark(tmp_path, images):
+    for i, image in enumerate(images[:3]):
+        image.save(tmp_path / f"{i}.png")
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(ITEMS))
+    return path
+
+
+@pytest.mark.parametrize("variant", ["baseline", "dpa"])
+def test_batched_answers_equal_answers_one_by_one(variant, benchmark):
+    # Left padding must not move any answer: positions, masks and the image spans line up.
+    torch.manual_seed(0)
+    model, processor = tiny_model(variant, early_fusion=variant == "dpa")
+    model.eval()
+    items = load_benchmark(benchmark)
+    batched = runner.answer_batch(model, processor, items, benchmark.parent, benchmark, max_new_tokens=6)
+    alone = [
+        runner.answer_batch(model, processor, [item], benchmark.parent, benchmark, max_new_tokens=6)[0]
+        for item in items
+    ]
+    assert batched == alone
+    assert any(batched)  # the tiny model does say something
+
+
+def test_an_interrupted_run_resumes_and_asks_each_item_once(benchmark, tmp_path, monkeypatch):
+    model, processor = tiny_model("dpa")
+    out = tmp_path / "out"
+    first = run_benchmark(model, processor, benchmark, out, batch_size=2, max_new_tokens=4)
+    predictions = out / "bench.predictions.jsonl"
+    lines = predictions.read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [item["id"] for item in ITEMS]
+    # Interrupted after two items, in the middle of writing the third line.
+    predictions.write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])
+    asked = []
+    answer_batch = runner.answer_batch
+
+    def counting(model, processor, items, *args):
+        asked.extend(item.id for item in items)
+        return answer_batch(model, processor, items, *args)
+
+    monkeypatch.setattr(runner, "answer_batch", counting)
+    again = run_benchmark(model, processor, benchmark, out, batch_size=2, max_new_tokens=4)
+    assert asked == ["c", "d", "e"]
+    assert sorted(json.loads(line)["id"] for line in predictions.read_text().splitlines()) == sorted("abcde")
+    assert again == first == json.loads((out / "bench.scores.json").read_text())
+
+
+def test_predictions_of_another_benchmark_are_refused(benchmark, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bench.predictions.jsonl").write_text(json.dumps({"id": "zz", "prediction": "x"}) + "\n")
+    model, processor = tiny_model("baseline")
+    with pytest.raises(ValueError, match="zz"):
+        run_benchmark(model, processor, benchmark, out)
+
+
+def test_scores_follow_each_items_rule():
+    items = [BenchmarkItem(**item) for item in ITEMS]
+    right = ["Red.", "there are 3", "4", "it is round, so yes", "B. blue"]
+    perfect = score_items(items, right)
+    assert perfect["accuracy"] == 1.0 and perfect["n"] == 5
+    assert set(perfect["kinds"]) == {"colour", "count", "yn", "mc"} and perfect["kinds"]["count"]["n"] == 2
+    wrong = score_items(items, ["it is red", "3", "5", "no", "A"])  # exact: the whole answer
+    assert wrong["accuracy"] == pytest.approx(1 / 5)
+    assert wrong["kinds"]["yn"]["accuracy"] == 0 and wrong["kinds"]["yn"]["f1"] == 0
+    mixed = [*items[:1], BenchmarkItem("x", "q", "yes", "yes_no", "colour")]
+    with pytest.raises(ValueError, match="mixes scoring rules"):
+        score_items(mixed, ["red", "yes"])
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"answer": None}, "answer"),
+        ({"scoring": "fuzzy"}, "scoring"),
+        ({"scoring": "number", "answer": "red"}, "answer"),
+        ({"id": "b"}, "id"),
+        ({"image": ["0.png", "1.png"]}, "image"),
+    ],
+)
+def test_a_malformed_item_is_named_by_file_item_and_field(tmp_path, change, field):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([ITEMS[1], {**ITEMS[0], **change}]))
+    with pytest.raises(DataError) as error:
+        load_benchmark(path)
+    assert error.value.field == field and "bad.json" in str(error.value)
+    assert error.value.record == f"{change.get('id', 'a')} (#1)"
+
+
+def test_a_missing_image_is_named(benchmark):
+    (benchmark.parent / "1.png").unlink()
+    model, processor = tiny_model("baseline")
+    with pytest.raises(DataError, match=r"1\.png") as error:
+        run_benchmark(model, processor, benchmark, benchmark.parent / "out")
+    assert error.value.record == "b" and error.value.kind == "missing_image"
+
+
+@pytest.mark.e2e
+def test_eval_command_scores_the_nano_benchmarks_with_a_saved_model(tmp_path, capsys):
+    data = tmp_path / "data"
+    build_nano_data(data, NanoDataSpec(pretrain=2, instruct=2, corpus=2, benchmark=6, image_size=32))
+    model, processor = tiny_model("dpa")
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    benches = [str(data / "bench" / f"{group}.json") for group in ("perception", "text")]
+    code = main(
+        ["eval", str(tmp_path / "model"), *benches, "--out", str(tmp_path / "eval"),
+         "--image-root", str(data / "images"), "--max-new-tokens", "4"]
+    )  # fmt: skip
+    assert code == 0
+    for group in ("perception", "text"):
+        scores = json.loads((tmp_path / "eval" / f"{group}.scores.json").read_text())
+        assert scores["n"] == 6 and 0 <= scores["accuracy"] <= 1
+        assert sum(k["n"] for k in scores["kinds"].values()) == 6
+    assert "accuracy" in capsys.readouterr().out
