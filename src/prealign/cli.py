@@ -157,6 +157,17 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_command(args: argparse.Namespace) -> int:
+    """Models evaluated into one folder, side by side: a table, and a bar plot if asked."""
+    from .evaluation.report import collect_scores, format_report, plot_report
+
+    scores = collect_scores(args.folder)
+    print(format_report(scores))
+    if args.plot:
+        print(f"plot: {plot_report(scores, args.plot, title=args.title)}")
+    return 0
+
+
 def nano_data(args: argparse.Namespace) -> int:
     """Generate the nano world's data sets, benchmarks, text corpus and tokenizer."""
     import dataclasses
@@ -277,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--json", action="store_true", help="also print the scores as JSON")
     p.set_defaults(run=evaluate_command)
+
+    p = commands.add_parser("report", help="compare the models `prealign eval` scored into one folder")
+    p.add_argument("folder", help="holds <model>/<benchmark>.scores.json")
+    p.add_argument("--plot", help="also draw the accuracies as grouped bars into this PNG")
+    p.add_argument("--title", default="", help="the plot's title")
+    p.set_defaults(run=report_command)
 
     nano = commands.add_parser("nano", help="the nano world").add_subparsers(
         dest="nano_command", required=True

@@ -1,4 +1,4 @@
-"""The benchmark runner: answers as training formats prompts, batched like one by one, resumable."""
+"""Benchmark runner and report: prompts as in training, batched like one by one, resumable, compared."""
 
 from __future__ import annotations
 
@@ -92,6 +92,8 @@ def test_scores_follow_each_items_rule():
     right = ["Red.", "there are 3", "4", "it is round, so yes", "B. blue"]
     perfect = score_items(items, right)
     assert perfect["accuracy"] == 1.0 and perfect["n"] == 5
+    # Each kind's most common answer: right for the one-item kinds, for one of the two counts.
+    assert perfect["majority"] == pytest.approx(4 / 5)
     assert set(perfect["kinds"]) == {"colour", "count", "yn", "mc"} and perfect["kinds"]["count"]["n"] == 2
     wrong = score_items(items, ["it is red", "3", "5", "no", "A"])  # exact: the whole answer
     assert wrong["accuracy"] == pytest.approx(1 / 5)
@@ -146,3 +148,35 @@ def test_eval_command_scores_the_nano_benchmarks_with_a_saved_model(tmp_path, ca
         assert scores["n"] == 6 and 0 <= scores["accuracy"] <= 1
         assert sum(k["n"] for k in scores["kinds"].values()) == 6
     assert "accuracy" in capsys.readouterr().out
+
+
+def _write_scores(folder, model: str, bench: str, accuracy: float) -> None:
+    (folder / model).mkdir(parents=True, exist_ok=True)
+    scores = {"accuracy": accuracy, "majority": {"perception": 0.25, "text": 0.5}[bench], "n": 10}
+    (folder / model / f"{bench}.scores.json").write_text(json.dumps(scores))
+
+
+def test_report_puts_models_side_by_side_and_plots_them(tmp_path, capsys):
+    from PIL import Image
+
+    from prealign.evaluation.report import collect_scores, format_report
+
+    _write_scores(tmp_path, "baseline", "perception", 0.5)
+    _write_scores(tmp_path, "baseline", "text", 0.25)
+    _write_scores(tmp_path, "dpa", "perception", 0.75)  # no text score yet: no mean either
+    table = format_report(collect_scores(tmp_path)).splitlines()
+    assert table[0].split() == ["model", "perception", "text", "mean"]
+    assert table[1].split() == ["baseline", "0.500", "0.250", "0.375"]
+    assert table[2].split() == ["dpa", "0.750", "-", "-"]
+    assert table[3].split() == ["majority", "answer", "0.250", "0.500", "0.375"]
+    assert main(["report", str(tmp_path), "--plot", str(tmp_path / "plot.png")]) == 0
+    assert "0.375" in capsys.readouterr().out
+    with Image.open(tmp_path / "plot.png") as plot:
+        assert plot.format == "PNG" and plot.width > 300 and plot.height > 300
+
+
+def test_report_of_an_empty_folder_says_how_to_fill_it(tmp_path):
+    from prealign.evaluation.report import collect_scores
+
+    with pytest.raises(FileNotFoundError, match="prealign eval"):
+        collect_scores(tmp_path)
