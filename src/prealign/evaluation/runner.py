@@ -1,10 +1,11 @@
-"""Run a prealign model on a benchmark file and score its answers, item by item's rule.
+"""Run a prealign model on a benchmark file and score its answers, each item by its rule.
 
 A benchmark is a JSON or JSONL list of items `{"id", "question", "answer", "scoring"}`, with an
-optional `"image"` (relative to an image root) and `"kind"` / `"group"` (the nano world writes
-them so; other sets convert to it). Prompts go through the same chat template and placeholder
-expansion as training. Answers are appended to a predictions JSONL as each batch finishes, so an
-interrupted run resumes where it stopped and never asks an item twice.
+optional `"image"` (relative to an image root) and `"kind"` (scores are reported per kind; other
+fields are ignored). The nano world writes its benchmarks so; other sets convert to it. Prompts
+go through the same chat template and placeholder expansion as training. Answers are appended to
+a predictions JSONL as each batch finishes, so an interrupted run resumes where it stopped and
+never asks an item twice.
 """
 
 from __future__ import annotations
