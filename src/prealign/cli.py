@@ -168,6 +168,19 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cost_command(args: argparse.Namespace) -> int:
+    """Parameters and forward FLOPs per component of a saved model, on one prompt with one image."""
+    from . import PrealignForConditionalGeneration, PrealignProcessor
+    from .analysis import format_cost, forward_flops, one_image_sample, parameter_counts
+
+    model = PrealignForConditionalGeneration.from_pretrained(args.model)
+    processor = PrealignProcessor.from_pretrained(args.model)
+    sample = one_image_sample(processor, args.question)
+    flops = forward_flops(model, sample)
+    print(format_cost(parameter_counts(model), flops, sample["input_ids"].shape[1]))
+    return 0
+
+
 def nano_data(args: argparse.Namespace) -> int:
     """Generate the nano world's data sets, benchmarks, text corpus and tokenizer."""
     import dataclasses
@@ -294,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="also draw the accuracies as grouped bars into this PNG")
     p.add_argument("--title", default="", help="the plot's title")
     p.set_defaults(run=report_command)
+
+    analyze = commands.add_parser("analyze", help="analyses of a saved model").add_subparsers(
+        dest="analyze_command", required=True
+    )
+    p = analyze.add_parser("cost", help="parameters and forward FLOPs per component (one image, one prompt)")
+    p.add_argument("model", help="a saved model folder (with its processor)")
+    p.add_argument("--question", default="Describe the image in detail.", help="the prompt's text")
+    p.set_defaults(run=cost_command)
 
     nano = commands.add_parser("nano", help="the nano world").add_subparsers(
         dest="nano_command", required=True
