@@ -7,6 +7,7 @@ attention, as torch counts them), so any vision tower and LM is measured the sam
 from __future__ import annotations
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -54,9 +55,8 @@ def forward_flops(model, inputs: dict) -> dict[str, int]:
 
 
 def one_image_sample(processor, question: str = "Describe the image in detail.") -> dict:
-    """Model inputs for one prompt with one (blank) image: the unit the paper's cost tables use."""
-    from PIL import Image
-
+    """Model inputs for one prompt with one blank image (the processor resizes it): one unit in
+    which variants compare."""
     text = processor.apply_chat_template(
         [{"role": "user", "content": f"{processor.image_token}\n{question}"}]
     )
