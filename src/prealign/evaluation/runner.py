@@ -112,12 +112,8 @@ def score_items(items: list[BenchmarkItem], predictions: list[str]) -> dict:
         kinds[kind] = score(
             rules.pop(), [predictions[i] for i in indices], [items[i].answer for i in indices]
         )
-    correct = [
-        extract_answer(item.scoring, p) == extract_answer(item.scoring, item.answer)
-        for item, p in zip(items, predictions, strict=True)
-    ]
     return {
-        "accuracy": sum(correct) / len(items),
+        "accuracy": sum(k["accuracy"] * k["n"] for k in kinds.values()) / len(items),
         # Always giving the most common answer of each item's kind: what accuracy must beat.
         "majority": sum(k["majority"] * k["n"] for k in kinds.values()) / len(items),
         "n": len(items),
