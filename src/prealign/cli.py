@@ -6,6 +6,7 @@ import argparse
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from . import __version__
 
@@ -67,7 +68,6 @@ def smoke(args: argparse.Namespace) -> int:
 def data_check(args: argparse.Namespace) -> int:
     """Validate LLaVA-format files; exit 1 if any error class not tolerated is present."""
     import json
-    from pathlib import Path
 
     from .data.check import check_data, format_report
     from .processing import PROCESSOR_FILE, PrealignProcessor
@@ -181,6 +181,45 @@ def cost_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def alignment_command(args: argparse.Namespace) -> int:
+    """Modality gap per target layer, MIR and layer similarity of saved models on one data file."""
+    import json
+
+    from . import PrealignForConditionalGeneration, PrealignProcessor
+    from .analysis import (
+        AlignmentReport,
+        collect_layer_states,
+        format_alignment,
+        plot_layer_similarity,
+        plot_modality_gaps,
+        sample_batches,
+    )
+    from .data import DataSource
+
+    names = args.names or [Path(m).name for m in args.models]
+    if len(names) != len(args.models) or len(set(names)) != len(names):
+        raise SystemExit("give each model a distinct name (--names), one per model")
+    reports = {}
+    for name, folder in zip(names, args.models, strict=True):
+        model = PrealignForConditionalGeneration.from_pretrained(folder)
+        processor = PrealignProcessor.from_pretrained(folder)
+        source = DataSource(args.data, args.image_root)
+        batches = sample_batches(processor, source, args.samples, args.batch_size)
+        reports[name] = AlignmentReport.of(collect_layer_states(model, batches, progress=True))
+    print(format_alignment(reports))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "alignment.json").write_text(
+        json.dumps({n: r.to_dict() for n, r in reports.items()}, indent=1) + "\n"
+    )
+    plots = (
+        plot_modality_gaps(reports, out / "modality_gap.png"),
+        plot_layer_similarity(reports, out / "layer_similarity.png"),
+    )
+    print(f"plots: {plots[0]}, {plots[1]}; numbers: {out / 'alignment.json'}")
+    return 0
+
+
 def nano_data(args: argparse.Namespace) -> int:
     """Generate the nano world's data sets, benchmarks, text corpus and tokenizer."""
     import dataclasses
@@ -202,7 +241,6 @@ def nano_data(args: argparse.Namespace) -> int:
 def nano_pretrain(args: argparse.Namespace) -> int:
     """Pre-train one nano backbone from the world's tokenizer and print how much it learned."""
     import time
-    from pathlib import Path
 
     from transformers import AutoTokenizer
 
@@ -315,6 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a saved model folder (with its processor)")
     p.add_argument("--question", default="Describe the image in detail.", help="the prompt's text")
     p.set_defaults(run=cost_command)
+    p = analyze.add_parser(
+        "alignment", help="modality gap per target layer (MIR) and layer similarity, models side by side"
+    )
+    p.add_argument("models", nargs="+", help="saved model folders (with their processors)")
+    p.add_argument("--data", required=True, help="a LLaVA-format JSON/JSONL file with images")
+    p.add_argument("--image-root", help="folder the records' image paths are relative to")
+    p.add_argument("--samples", type=int, default=64, help="records to analyse (the first ones)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--names", nargs="+", help="a name per model (default: the folder names)")
+    p.add_argument("--out", default="alignment", help="folder for alignment.json and the plots")
+    p.set_defaults(run=alignment_command)
 
     nano = commands.add_parser("nano", help="the nano world").add_subparsers(
         dest="nano_command", required=True
