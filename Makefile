@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: a CPU wheel of 2.13.0 is available here; an unpinned torch pulls CUDA wheels.
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	# lmms-eval's API, so that the adapter's tests run against it; without its dependencies, which
+	# include torchvision (a CUDA build here that breaks transformers' image processors).
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps lmms-eval==0.7.3
+	$(PY) -m pip install -q --disable-pip-version-check loguru pytz
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: the nano world on its embedded defaults (shipped backbones)

@@ -15,10 +15,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from ..data.records import DataError, RecordFile, load_image
+from .answering import generate_answers
 from .scoring import SCORING_RULES, extract_answer, score
 
 REQUIRED_FIELDS = ("id", "question", "answer", "scoring")
@@ -72,30 +72,12 @@ def load_benchmark(path: str | Path) -> list[BenchmarkItem]:
     return items
 
 
-def prompt(item: BenchmarkItem, image_token: str) -> list[dict]:
-    """The user turn, with the image first as in LLaVA-format training data."""
-    return [{"role": "user", "content": (f"{image_token}\n" if item.image else "") + item.question}]
-
-
-@torch.no_grad()
 def answer_batch(
     model, processor, items: list[BenchmarkItem], image_root: Path, file: Path, max_new_tokens: int
 ) -> list[str]:
-    """Greedy answers to a batch of items (left-padded, so every answer starts at the same column)."""
-    texts = [processor.apply_chat_template(prompt(item, processor.image_token)) for item in items]
+    """Greedy answers to a batch of items (`generate_answers`: the images first, left-padded)."""
     images = [[load_image(image_root, item.image, file, item.id)] if item.image else [] for item in items]
-    inputs = processor(
-        texts, images=images, instructions=[item.question for item in items], padding_side="left"
-    ).to(model.device)
-    tokenizer = processor.tokenizer
-    out = model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-    )
-    return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return generate_answers(model, processor, [item.question for item in items], images, max_new_tokens)
 
 
 def score_items(items: list[BenchmarkItem], predictions: list[str]) -> dict:
