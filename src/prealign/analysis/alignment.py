@@ -11,9 +11,10 @@
   two layers, for image tokens and text tokens apart; the paper reads a block structure shared
   with the text tokens' matrix as image tokens living in the text space's geometry.
 
-Image positions are those that receive visual features (`image_span_mask`: `<image>`, plus the
-markers when DPA writes into them); text positions are every other attended position except the
-image markers.
+Layers are read as transformers returns them: the input embeddings, then each decoder layer's
+output, the last one after the LM's final norm. Image positions are those that receive visual
+features (`image_span_mask`: `<image>`, plus the markers when DPA writes into them); text
+positions are every other attended position except the image markers.
 """
 
 from __future__ import annotations
