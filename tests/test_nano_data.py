@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import re
+from collections import Counter
 
 import pytest
 
@@ -159,28 +160,38 @@ def _oracle(scene, qa) -> str:
     if qa.kind == "exists":
         colour, shape = re.match(r"is there a (\w+) (\w+)\?", qa.question).groups()
         holds = scene.count(shape, colour) > 0
-    elif qa.kind == "compare":
+    else:
         a, b = re.match(r"are there more (\w+) objects than (\w+) objects", qa.question).groups()
         holds = scene.count(colour=a) > scene.count(colour=b)
-    else:
-        c1, s1, relation, c2, s2 = re.match(
-            r"is the (\w+) (\w+) (left of|right of|above|below) the (\w+) (\w+)\?", qa.question
-        ).groups()
+    return "yes" if holds else "no"
+
+
+def test_spatial_answers_name_the_relation_on_each_axis_and_spread_over_all_eight():
+    rng = random.Random(4)
+    answers: list[str] = []
+    while len(answers) < 800:
+        scene = sample_scene(rng)
+        qa = scene_question(scene, rng)
+        if qa.kind != "spatial":
+            continue
+        pattern = r"where is the (\w+) (\w+) relative to the (\w+) (\w+)\?"
+        c1, s1, c2, s2 = re.match(pattern, qa.question).groups()
         first, second = (
             next(o for o in scene.objects if (o.colour, o.shape) == cs) for cs in ((c1, s1), (c2, s2))
         )
-        holds = {
-            "left of": first.column < second.column,
-            "right of": first.column > second.column,
-            "above": first.row < second.row,
-            "below": first.row > second.row,
-        }[relation]
-    return "yes" if holds else "no"
+        words = qa.answer.split(" and ")
+        assert ("above" in words) == (first.row < second.row), (scene, qa)
+        assert ("below" in words) == (first.row > second.row), (scene, qa)
+        assert ("left" in words) == (first.column < second.column), (scene, qa)
+        assert ("right" in words) == (first.column > second.column), (scene, qa)
+        answers.append(qa.answer)
+    counts = Counter(answers)
+    assert len(counts) == 8 and max(counts.values()) / len(answers) < 0.2, counts  # no cheap majority
 
 
 def test_yes_no_questions_are_right_and_balanced():
     rng = random.Random(3)
-    answers: dict[str, list[str]] = {"exists": [], "compare": [], "spatial": []}
+    answers: dict[str, list[str]] = {"exists": [], "compare": []}
     while min(len(v) for v in answers.values()) < 300:
         scene = sample_scene(rng)
         qa = scene_question(scene, rng)

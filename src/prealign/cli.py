@@ -270,7 +270,7 @@ def nano_pretrain(args: argparse.Namespace) -> int:
             steps=args.steps or steps,
             lr=args.lr or lr,
             seed=args.seed,
-            row_length=args.row_length or budget.lm_row_length,
+            row_length=budget.lm_row_length if args.row_length is None else (args.row_length or None),
         )
         # Score the saved checkpoint, as the manifest does: the model the Trainer leaves in memory
         # still runs under its bf16 autocast, and near-tie answers flip (spatial 0.55 vs 0.65).
@@ -401,8 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--row-length",
                 type=int,
-                help="pack each batch's examples into rows of this many tokens, e.g. 128: the same "
-                "loss, 1.3-1.6x faster (default: padded, as the shipped LMs were made)",
+                help="pack each batch's examples into rows of this many tokens: the padded batch's "
+                "loss, 1.3-1.6x faster (default: the shipped LMs' 128; 0 pads each batch instead)",
             )
         p.set_defaults(run=nano_pretrain)
 

@@ -32,23 +32,24 @@ class BackboneBudget:
     """Steps per part; the defaults fit the 60-minute budget of a 2-core CPU."""
 
     vit_steps: int = 600
-    # 7000 perceiver steps use the budget the target leaves: more steps lowered the final loss
-    # (seed 1: 0.31 -> 0.27; seed 0 0.19) and added skills; see docs/nano_backbones.md.
+    # Both LMs see 32 scene questions per step; the skills that need two lookups by name (spatial
+    # relations, the option list, existence) arrive together between 4,000 and 7,000 perceiver
+    # steps. See docs/nano_backbones.md.
     perceiver_steps: int = 7000
-    target_steps: int = 4000
+    target_steps: int = 10000
     perceiver_size: str = "perceiver"
     target_size: str = "target"
-    # Half the rate for the twice-as-wide target: at 2e-3 it stalled (colour lookup at chance)
+    # Lower rates for the wider target: at 2e-3 a 256-d target stalled (colour lookup at chance)
     # where the perceiver learned every lookup.
     perceiver_lr: float = 2e-3
-    target_lr: float = 1e-3
+    target_lr: float = 1.5e-3
     vit_hidden: int = 128
     vit_layers: int = 4
     vit_batch: int = 128
     lm_batch: int = 32  # more, smaller steps learned more than 2000 x 64 in the same time
-    # Pack each batch's examples into rows of this many tokens (the same loss, 1.3-1.6x faster per
-    # step); None pads them, as the shipped LMs were made.
-    lm_row_length: int | None = None
+    # Each batch's examples packed into rows of this many tokens: the padded batch's loss, 1.3-1.6x
+    # faster per step (`benchmarks/nano_lm_padding.py`); None pads them.
+    lm_row_length: int | None = 128
     eval_per_kind: int = 100
 
 

@@ -1,7 +1,7 @@
 """Seeded synthetic scenes and their Pillow rendering: the nano world's images.
 
 A scene is a few objects on a 3x3 grid; each has a shape, a colour and a size. The grid makes
-spatial language exact (left of, above, ...), and a closed set of attributes keeps the text
+spatial language exact (above, left, ...), and a closed set of attributes keeps the text
 vocabulary small enough for tiny language models.
 """
 
