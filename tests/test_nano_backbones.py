@@ -176,3 +176,25 @@ def test_the_nano_configs_train_every_variant_from_the_nano_run_folder(tiny_back
         assert (tmp_path / settings.output_dir / "model.safetensors").is_file(), name
     dpa = PrealignForConditionalGeneration.from_pretrained(tmp_path / "runs/nano/dpa/stage2")
     assert dpa.config.is_dpa and dpa.config.text_config.hidden_size == 64  # the tiny target backbone
+
+
+@pytest.mark.parametrize(
+    ("given", "used"), [([], 128), (["--row-length", "0"], None), (["--row-length", "96"], 96)]
+)
+def test_pretrain_lm_command_packs_rows_as_the_shipped_lms_unless_told(tmp_path, monkeypatch, given, used):
+    from prealign.cli import main
+
+    build_nano_data(tmp_path / "data", NanoDataSpec(pretrain=2, instruct=2, corpus=2, benchmark=2))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(nb, "pretrain_lm", record)
+    with pytest.raises(Stop):
+        main(["nano", "pretrain-lm", str(tmp_path / "data"), "--out", str(tmp_path / "lm"), *given])
+    assert seen["row_length"] == used and seen["steps"] == 7000 and seen["lr"] == 2e-3
