@@ -29,12 +29,13 @@ PARTS = ("vit", "lm_perceiver", "lm_target")
 
 @dataclass(frozen=True)
 class BackboneBudget:
-    """Steps per part; the defaults fit the 60-minute budget of a 2-core CPU."""
+    """Steps per part; the defaults fit the 60-minute budget of a 2-core CPU (42 min measured)."""
 
     vit_steps: int = 600
     # Both LMs see 32 scene questions per step; the skills that need two lookups by name (spatial
     # relations, the option list, existence) arrive together between 4,000 and 7,000 perceiver
-    # steps. See docs/nano_backbones.md.
+    # steps. Per example the larger target learns them no faster (6,000 steps: no better than the
+    # perceiver), so it gets 1.4x the perceiver's examples. See docs/nano_backbones.md.
     perceiver_steps: int = 7000
     target_steps: int = 10000
     perceiver_size: str = "perceiver"
