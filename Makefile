@@ -1,19 +1,15 @@
-# Set-up and everyday commands. Each target creates/reuses .venv and installs what it needs.
+# Set-up and everyday commands. Each target creates/reuses its venv and installs what it needs.
+# Version sets (tools/install_venv.sh): `locked` = requirements/lock.txt, the exact set the suite
+# passed on (demo, test, CI); `latest` and `lowest` check both ends of pyproject.toml's ranges.
 VENV ?= .venv
+VERSIONS ?= locked
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.prealign-installed
 
-.PHONY: demo smoke test test-unit bench lint clean
+.PHONY: demo smoke test test-unit test-latest test-lowest lock bench lint clean
 
-$(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
-	# torch first, pinned: a CPU wheel of 2.13.0 is available here; an unpinned torch pulls CUDA wheels.
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
-	# lmms-eval's API, so that the adapter's tests run against it; without its dependencies, which
-	# include torchvision (a CUDA build here that breaks transformers' image processors).
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps lmms-eval==0.7.3
-	$(PY) -m pip install -q --disable-pip-version-check loguru pytz
+$(STAMP): pyproject.toml requirements/lock.txt tools/install_venv.sh
+	tools/install_venv.sh $(VENV) $(VERSIONS)
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the main job: the nano world on its embedded defaults (shipped backbones)
@@ -30,6 +26,18 @@ test: $(STAMP)  ## lint + the whole test suite, end-to-end tests included
 test-unit: $(STAMP)  ## fast iteration: unit tests only
 	$(PY) -m pytest -q -m "not e2e"
 
+test-latest:  ## the suite on the newest releases the declared ranges allow, in a venv made anew
+	rm -rf .venv-latest
+	$(MAKE) test VENV=.venv-latest VERSIONS=latest
+
+test-lowest:  ## the suite with every direct dependency at its declared lower bound, in a venv made anew
+	rm -rf .venv-lowest
+	$(MAKE) test VENV=.venv-lowest VERSIONS=lowest
+
+lock: test-latest  ## refresh requirements/lock.txt from the newest set, once the suite has passed on it
+	{ sed -n '1,2p' requirements/lock.txt; .venv-latest/bin/python -m pip freeze --exclude-editable; } \
+		> requirements/lock.new && mv requirements/lock.new requirements/lock.txt
+
 bench: $(STAMP)  ## speed, measured side by side: nano LM pre-training with padded and with packed batches
 	$(PY) benchmarks/nano_lm_padding.py --size perceiver
 	$(PY) benchmarks/nano_lm_padding.py --size target
@@ -39,4 +47,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .venv-latest .venv-lowest .pytest_cache .ruff_cache src/*.egg-info

@@ -7,6 +7,7 @@ DPA:      image -> vision tower -> projector (phi_p) -> perceiver LM over the im
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from os import PathLike
 
@@ -14,9 +15,10 @@ import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..config import PrealignConfig
+from .cache_naming import CACHE_NAME, cache_of, resolve_cache
 from .parts import load_causal_lm, load_vision_tower
 from .perceiver import PerceiverLM
 from .projectors import build_projector
@@ -26,14 +28,9 @@ PERCEIVER_INPUTS = ("perceiver_input_ids", "perceiver_attention_mask")
 
 
 @dataclass
-class PrealignOutput(ModelOutput):
-    """Causal-LM output plus the visual features that were written into the target sequence."""
+class PrealignOutput(CausalLMOutputWithPast):
+    """transformers' causal-LM output plus the visual features written into the target sequence."""
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
 
 
@@ -43,7 +40,7 @@ class PrealignPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_NAME]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -79,12 +76,25 @@ class PrealignModel(PrealignPreTrainedModel):
 
     def get_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected vision-tower features, (images, N, d) with d the first LM's width."""
+        self._check_pixel_size(pixel_values)
         dtype = next(self.vision_tower.parameters()).dtype
         out = self.vision_tower(pixel_values=pixel_values.to(dtype), output_hidden_states=True)
         features = out.hidden_states[self.config.vision_feature_layer]
         if self.config.vision_feature_select_strategy == "drop_cls":
             features = features[:, 1:]
         return self.projector(features)
+
+    def _check_pixel_size(self, pixel_values: torch.Tensor) -> None:
+        """Fixed-size towers (SigLIP, CLIP) fail deep inside on other sizes: say what they expect."""
+        size = getattr(self.config.vision_config, "image_size", None)
+        channels = getattr(self.config.vision_config, "num_channels", 3)
+        expected = (channels, size, size) if isinstance(size, int) else None
+        if pixel_values.ndim != 4 or (expected and tuple(pixel_values.shape[1:]) != expected):
+            raise ValueError(
+                f"pixel_values have shape {tuple(pixel_values.shape)}; the vision tower takes "
+                f"(images, {', '.join(map(str, expected)) if expected else 'channels, height, width'}). "
+                "Prepare images with the model's processor (PrealignProcessor), which resizes them."
+            )
 
     def get_image_features(
         self,
@@ -132,23 +142,29 @@ class PrealignModel(PrealignPreTrainedModel):
         perceiver_attention_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ):
+        cache = resolve_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         image_features = None
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-            prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+            prefill = cache is None or cache.get_seq_length() == 0
             if pixel_values is not None:
                 image_features = self.get_image_features(
                     pixel_values, perceiver_input_ids, perceiver_attention_mask
                 )
                 inputs_embeds = self._write_image_features(input_ids, inputs_embeds, image_features)
-            elif prefill and (n_placeholders := int((input_ids == self.config.image_token_id).sum())):
+            elif (
+                prefill
+                and self.config.image_token_id is not None
+                and (n_placeholders := int((input_ids == self.config.image_token_id).sum()))
+            ):
                 raise ValueError(
                     f"input_ids hold {n_placeholders} image placeholder tokens but no pixel_values were "
                     "given."
@@ -159,8 +175,8 @@ class PrealignModel(PrealignPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         outputs["image_hidden_states"] = image_features
@@ -213,13 +229,15 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         perceiver_attention_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> PrealignOutput:
+        """`cache` and `past_key_values` are the same argument under its new and its old name."""
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -227,7 +245,7 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
             perceiver_attention_mask=perceiver_attention_mask,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -243,19 +261,30 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         return PrealignOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: cache_of(outputs)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
+        cache = resolve_cache(kwargs.pop("cache", None), kwargs.pop("past_key_values", None))
+        if cache is not None:
+            kwargs[CACHE_NAME] = cache
+        if is_first_iteration:
+            refuse_right_padding(kwargs.get("attention_mask"))
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         # Decode steps read the KV cache; the perceiver inputs are as prefill-only as pixel_values.
         if not is_first_iteration and kwargs.get("use_cache", True):
             for key in PERCEIVER_INPUTS:
                 inputs.pop(key, None)
         return inputs
+
+    def save_pretrained(self, save_directory: str | PathLike, *args, **kwargs) -> None:
+        # transformers logs an error and returns when the target is a file: nothing saved, no error.
+        if os.path.isfile(save_directory):
+            raise FileExistsError(f"Cannot save the model to {save_directory}: it is a file, not a folder.")
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
     def from_parts(
@@ -332,4 +361,15 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         ids = processor.token_ids()
         self.generation_config.suppress_tokens = sorted(
             {ids["image_token_id"], ids["image_start_token_id"], ids["image_end_token_id"]}
+        )
+
+
+def refuse_right_padding(attention_mask: torch.Tensor | None) -> None:
+    """Generation appends after the last position: a right-padded prompt would continue from padding."""
+    if attention_mask is not None and attention_mask.ndim == 2 and not bool(attention_mask[:, -1].all()):
+        rows = (attention_mask[:, -1] == 0).nonzero().flatten().tolist()
+        raise ValueError(
+            f"generate() got a right-padded batch (rows {rows} end in padding), so those prompts would "
+            "be continued from pad tokens. Pad prompts on the left: processor(..., padding_side='left') "
+            "(the default) or PrealignCollator(processor, padding_side='left')."
         )
