@@ -40,9 +40,11 @@ def conversations(draw):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("prop")
-    (folder / "empty.json").write_text(json.dumps([]))
+    # The dataset only lends its encoder to generated records; its own file holds one text record.
+    record = {"id": "r", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
+    (folder / "one.json").write_text(json.dumps([record]))
     _, processor = tiny_model("dpa")
-    return LlavaDataset([folder / "empty.json"], processor)
+    return LlavaDataset([folder / "one.json"], processor)
 
 
 def image_spans(ids: list[int], processor) -> list[int]:

@@ -78,13 +78,32 @@ def test_an_interrupted_run_resumes_and_asks_each_item_once(benchmark, tmp_path,
     assert again == first == json.loads((out / "bench.scores.json").read_text())
 
 
-def test_predictions_of_another_benchmark_are_refused(benchmark, tmp_path):
+def test_predictions_of_unknown_origin_are_refused(benchmark, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "bench.predictions.jsonl").write_text(json.dumps({"id": "zz", "prediction": "x"}) + "\n")
+    (out / "bench.predictions.jsonl").write_text(json.dumps({"id": "a", "prediction": "x"}) + "\n")
     model, processor = tiny_model("baseline")
-    with pytest.raises(ValueError, match="zz"):
+    with pytest.raises(ValueError, match="no record of which model"):
         run_benchmark(model, processor, benchmark, out)
+
+
+def test_another_models_predictions_are_never_scored_as_this_ones(benchmark, tmp_path):
+    """Resuming by item id alone would score model A's answers as model B's."""
+    torch.manual_seed(0)
+    first, processor = tiny_model("baseline")
+    torch.manual_seed(1)
+    second, _ = tiny_model("baseline")
+    out = tmp_path / "out"
+    run_benchmark(first, processor, benchmark, out, max_new_tokens=4)
+    with pytest.raises(ValueError, match="another model"):
+        run_benchmark(second, processor, benchmark, out, max_new_tokens=4)
+    with pytest.raises(ValueError, match="another max_new_tokens"):
+        run_benchmark(first, processor, benchmark, out, max_new_tokens=5)
+    fresh = run_benchmark(second, processor, benchmark, out, max_new_tokens=4, fresh=True)
+    alone = run_benchmark(second, processor, benchmark, tmp_path / "alone", max_new_tokens=4)
+    assert fresh == alone
+    written = (out / "bench.predictions.jsonl").read_text()
+    assert written == (tmp_path / "alone/bench.predictions.jsonl").read_text()
 
 
 def test_scores_follow_each_items_rule():

@@ -95,6 +95,7 @@ def data_check(args: argparse.Namespace) -> int:
         show=args.show,
         prompt_format=args.format,
         progress=not args.json,
+        allow_outside_root=args.allow_outside_root,
     )
     tolerate = set(args.tolerate)
     if args.json:
@@ -145,6 +146,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
             image_root=args.image_root,
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
+            fresh=args.fresh,
         )
         summary[benchmark] = scores
         print(f"{benchmark}: accuracy {scores['accuracy']:.3f} on {scores['n']} items")
@@ -308,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="prealign", description="Deep Pre-Alignment (DPA) for vision-language models."
     )
     parser.add_argument("--version", action="version", version=f"prealign {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error, not just its message"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser(
         "smoke",
@@ -338,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--json", action="store_true", help="also print the scores as JSON")
+    p.add_argument(
+        "--fresh", action="store_true", help="discard predictions already in --out instead of resuming them"
+    )
     p.set_defaults(run=evaluate_command)
 
     p = commands.add_parser("report", help="compare the models `prealign eval` scored into one folder")
@@ -429,15 +437,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths outside --image-root (absolute, ../, symlinks out of it)",
+    )
+    p.add_argument(
         "--tolerate", nargs="*", default=[], choices=ERROR_CLASSES, help="error classes not to fail on"
     )
     p.set_defaults(run=data_check)
     return parser
 
 
+# Errors that say what was wrong with the user's input (DataError is a ValueError): their message
+# is the whole story, a traceback would bury it.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"error: {err}\n(prealign --debug ... shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

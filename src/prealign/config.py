@@ -6,6 +6,7 @@ model builds each part with `AutoModel.from_config` and no backbone needs a bran
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal, get_args
 
 import torch
@@ -80,6 +81,7 @@ class PrealignConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        self._reject_unknown_keys(kwargs)
         if self.text_config.tie_word_embeddings:
             self.tie_word_embeddings = True
         self.check_consistency()
@@ -89,6 +91,20 @@ class PrealignConfig(PreTrainedConfig):
             )
         if self.is_dpa and self.perceiver_blocks == "mlp" and self.perceiver_mlp_hidden_size is None:
             self.perceiver_mlp_hidden_size = equal_parameter_mlp_width(self.perceiver_text_config)
+
+    def _reject_unknown_keys(self, kwargs: dict) -> None:
+        """A misspelt field (`projector_typ`) would otherwise be stored as a stray attribute while
+        the default is trained. What transformers itself consumes (saved names, the attention
+        implementation, legacy keys) never becomes a plain attribute, so it passes."""
+        own = {f.name for f in dataclasses.fields(self)}
+        stray = sorted(
+            key
+            for key in kwargs
+            if key not in own and key != "model_type" and not key.startswith("_") and key in self.__dict__
+        )
+        if stray:
+            ours = sorted(own - {f.name for f in dataclasses.fields(PreTrainedConfig)})
+            raise ValueError(f"PrealignConfig got unknown key(s) {stray}; its fields are {ours}.")
 
     @property
     def is_dpa(self) -> bool:

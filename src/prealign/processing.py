@@ -110,7 +110,7 @@ class PrealignProcessor:
         text: str | Sequence[str],
         images: Sequence | Image.Image | None = None,
         instructions: Sequence[str] | str | None = None,
-        padding_side: str = "right",
+        padding_side: str = "left",
         add_special_tokens: bool = False,
         return_tensors: str = "pt",
     ) -> BatchFeature:
@@ -118,8 +118,9 @@ class PrealignProcessor:
 
         `images` is a flat list in prompt order (sample by sample, left to right) or one list per
         sample. `instructions` (one per sample) is what the perceiver reads before each image of
-        that sample when early fusion is on. Prompts usually come from the chat template, which
-        writes its own special tokens; hence `add_special_tokens=False` by default.
+        that sample when early fusion is on. Prompts are left-padded by default, as generation
+        needs (it continues each row from its last position). Prompts usually come from the chat
+        template, which writes its own special tokens; hence `add_special_tokens=False` by default.
         """
         if self.num_image_tokens is None:
             raise ValueError(
@@ -195,6 +196,8 @@ class PrealignProcessor:
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
+        if directory.is_file():
+            raise FileExistsError(f"Cannot save the processor to {directory}: it is a file, not a folder.")
         directory.mkdir(parents=True, exist_ok=True)
         self.image_processor.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)

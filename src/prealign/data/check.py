@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ..processing import PrealignProcessor
 from .conversation import IGNORE_INDEX, RecordSkipped
 from .llava import DataSource, LlavaDataset
-from .records import DataError, RecordFile, image_paths
+from .records import DataError, RecordFile, image_paths, resolve_image_path
 
 ERROR_CLASSES = (
     "malformed_file",
@@ -21,6 +21,7 @@ ERROR_CLASSES = (
     "unknown_role",
     "placeholder_mismatch",
     "template_mismatch",
+    "unsafe_image_path",
     "missing_image",
     "corrupt_image",
     "image_span_cut",
@@ -82,13 +83,17 @@ def check_data(
     show: int = 0,
     prompt_format: str = "chat",
     progress: bool = True,
+    allow_outside_root: bool = False,
 ) -> CheckReport:
     """Read every record of every file once and count what is wrong with it."""
     report = CheckReport()
     for path in files:
         try:
             dataset = LlavaDataset(
-                [DataSource(path, image_root)], processor, max_length=max_length, prompt_format=prompt_format
+                [DataSource(path, image_root, allow_outside_root=allow_outside_root)],
+                processor,
+                max_length=max_length,
+                prompt_format=prompt_format,
             )
         except DataError as err:
             report.record_error(err.kind, str(err))
@@ -104,10 +109,11 @@ def _check_record(dataset: LlavaDataset, file: RecordFile, r: int, report: Check
     try:
         record = file[r]
         name = file.record_name(r, record)
-        paths = image_paths(record)
+        paths = image_paths(record, file.path, name)
         report.images_per_record[len(paths)] += 1
         root = Path(dataset.sources[0].image_root or file.path.parent)
-        image_ok = all([_check_image(root, p, file.path, name, report) for p in paths])
+        allow = dataset.sources[0].allow_outside_root
+        image_ok = all([_check_image(root, p, file.path, name, report, allow) for p in paths])
         sample = dataset.encode_record(record, file.path, name)
     except DataError as err:
         report.record_error(err.kind, str(err))
@@ -125,8 +131,8 @@ def _check_record(dataset: LlavaDataset, file: RecordFile, r: int, report: Check
         )
 
 
-def _check_image(root: Path, relative: str, file: Path, name: str, report: CheckReport) -> bool:
-    path = root / relative
+def _check_image(root: Path, relative: str, file: Path, name: str, report: CheckReport, allow: bool) -> bool:
+    path = resolve_image_path(root, relative, file, name, allow)  # a DataError the caller counts
     if not path.is_file():
         report.record_error("missing_image", f"{file}: record {name}: field 'image': image not found: {path}")
         return False

@@ -68,6 +68,16 @@ def to_messages(record: dict, file, name: str, image_token: str) -> list[dict]:
                 f"{image_token} in an assistant turn",
             )
         messages.append({"role": role, "content": turn["value"]})
+    first = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
+    if first is not None and messages[first]["role"] == "assistant":
+        raise DataError(
+            "malformed_record",
+            file,
+            name,
+            f"conversations[{first}].from",
+            "the conversation starts with an assistant ('gpt') turn; it must start with a human turn "
+            "(after an optional system turn)",
+        )
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(
             "malformed_record", file, name, "conversations", "no assistant ('gpt') turn to learn from"

@@ -31,12 +31,14 @@ from .records import DataError, RecordFile, image_paths, load_image
 class DataSource:
     """One record file, the folder its image paths are relative to, and its mixing weight.
 
-    A weight of 2 uses every record twice, 0.5 a fixed random half.
+    A weight of 2 uses every record twice, 0.5 a fixed random half. Image paths that leave the
+    image root (absolute, `../`, a symlink out of it) are refused unless `allow_outside_root`.
     """
 
     path: str | Path
     image_root: str | Path | None = None
     weight: float = 1.0
+    allow_outside_root: bool = False
 
 
 class LlavaDataset(Dataset):
@@ -117,7 +119,10 @@ class LlavaDataset(Dataset):
         }
         if encoded.num_images and load_images:
             root = Path(source.image_root) if source.image_root else file.path.parent
-            images = [load_image(root, p, file.path, name) for p in image_paths(record)]
+            images = [
+                load_image(root, p, file.path, name, source.allow_outside_root)
+                for p in image_paths(record, file.path, name)
+            ]
             sample["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")[
                 "pixel_values"
             ]
@@ -126,7 +131,7 @@ class LlavaDataset(Dataset):
     def encode_record(self, record: dict, file: Path, name: str) -> EncodedSample:
         processor = self.processor
         messages = to_messages(record, file, name, processor.image_token)
-        paths = image_paths(record)
+        paths = image_paths(record, file, name)
         placeholders = sum(m["content"].count(processor.image_token) for m in messages)
         if placeholders != len(paths):
             raise DataError(
@@ -163,9 +168,13 @@ class LlavaDataset(Dataset):
         estimate from word counts, with each image counted at its full span.
         """
         span = self.processor.num_image_tokens + 2
-        lengths = []
-        for f, r in self.index:
+        return [self._approximate_length(f, r, span) for f, r in self.index]
+
+    def _approximate_length(self, f: int, r: int, span: int) -> int:
+        try:
             record = self.files[f][r]
-            words = sum(len(str(t.get("value", "")).split()) for t in record.get("conversations") or [])
-            lengths.append(words + span * len(image_paths(record)))
-        return lengths
+            turns = record.get("conversations")
+            words = sum(len(str(t.get("value", "")).split()) for t in turns if isinstance(t, dict))
+            return words + span * len(image_paths(record))
+        except (DataError, TypeError):
+            return 0  # a malformed record: reported (or skipped) when it is read, not here

@@ -5,11 +5,14 @@ optional `"image"` (relative to an image root) and `"kind"` (scores are reported
 fields are ignored). The nano world writes its benchmarks so; other sets convert to it. Prompts
 go through the same chat template and placeholder expansion as training. Answers are appended to
 a predictions JSONL as each batch finishes, so an interrupted run resumes where it stopped and
-never asks an item twice.
+never asks an item twice. A resumed run continues only what the same model, benchmark file and
+generation settings started (recorded beside the predictions); anything else is refused, since
+scoring another model's answers as this one's would be silently wrong.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -103,6 +106,49 @@ def score_items(items: list[BenchmarkItem], predictions: list[str]) -> dict:
     }
 
 
+def model_fingerprint(model) -> str:
+    """A digest of the model's config and weights (per-tensor sums: cheap, and differs when any
+    weight does), so predictions can be told apart by the model that made them."""
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        values = tensor.detach().float()
+        digest.update(
+            f"{name}{tuple(values.shape)}{values.sum().item():.9g}{values.abs().sum().item():.9g}".encode()
+        )
+    return digest.hexdigest()[:16]
+
+
+def run_identity(model, processor, benchmark: Path, max_new_tokens: int) -> dict:
+    """What the predictions of a run depend on."""
+    template = processor.tokenizer.chat_template or ""
+    return {
+        "model": model_fingerprint(model),
+        "benchmark_sha256": hashlib.sha256(benchmark.read_bytes()).hexdigest()[:16],
+        "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()[:16],
+        "max_new_tokens": max_new_tokens,
+    }
+
+
+def _claim_predictions(predictions_file: Path, run_file: Path, identity: dict, fresh: bool) -> None:
+    """Make sure existing predictions are this run's own, or start over when `fresh`."""
+    if fresh:
+        predictions_file.unlink(missing_ok=True)
+    elif predictions_file.is_file() and predictions_file.stat().st_size:
+        recorded = json.loads(run_file.read_text()) if run_file.is_file() else None
+        if recorded != identity:
+            differs = (
+                "no record of which model, benchmark and settings made them"
+                if recorded is None
+                else "they were made with another "
+                + ", ".join(k for k in identity if recorded.get(k) != identity[k])
+            )
+            raise ValueError(
+                f"{predictions_file} holds predictions this run cannot continue: {differs}. Use another "
+                "output folder, or start a fresh file (`prealign eval --fresh`, run_benchmark(fresh=True))."
+            )
+    run_file.write_text(json.dumps(identity, indent=1) + "\n")
+
+
 def _finished(predictions_file: Path) -> dict[str, str]:
     """Predictions already written; a line cut off by an interruption is dropped and asked again."""
     if not predictions_file.is_file():
@@ -127,16 +173,20 @@ def run_benchmark(
     image_root: str | Path | None = None,
     batch_size: int = 16,
     max_new_tokens: int = 32,
+    fresh: bool = False,
 ) -> dict:
     """Answer every item of `benchmark` not answered yet in `out_dir`, then score them all.
 
     Image paths are relative to `image_root` (default: the benchmark's folder). Writes
-    `<name>.predictions.jsonl` (a line per item, as it is answered) and `<name>.scores.json` in
-    `out_dir`; returns the scores."""
+    `<name>.predictions.jsonl` (a line per item, as it is answered), `<name>.run.json` (what made
+    them) and `<name>.scores.json` in `out_dir`; returns the scores. `fresh` discards earlier
+    predictions instead of continuing them."""
     benchmark, out_dir = Path(benchmark), Path(out_dir)
     items = load_benchmark(benchmark)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions_file = out_dir / f"{benchmark.stem}.predictions.jsonl"
+    identity = run_identity(model, processor, benchmark, max_new_tokens)
+    _claim_predictions(predictions_file, out_dir / f"{benchmark.stem}.run.json", identity, fresh)
     done = _finished(predictions_file)
     unknown = set(done) - {item.id for item in items}
     if unknown:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoImageProcessor, AutoTokenizer, TrainerCallback, TrainingArguments
+from transformers import AutoImageProcessor, AutoTokenizer, TrainerCallback, TrainingArguments, set_seed
 
 from ..data import DataSource, LlavaDataset, PrealignCollator
 from ..modeling import PrealignForConditionalGeneration
@@ -24,9 +24,15 @@ from .trainer import PrealignTrainer
 
 def build_model_and_processor(settings: ModelSettings):
     """A saved prealign checkpoint, or a model of `settings.variant` assembled from pretrained parts."""
+    _check_local_paths(settings)
     dtype = getattr(torch, settings.dtype) if settings.dtype else None
     load = {k: v for k, v in (("dtype", dtype), ("attn_implementation", settings.attn_implementation)) if v}
     if settings.checkpoint:
+        if settings.config:
+            raise ValueError(
+                f"model.config {settings.config} cannot apply to model.checkpoint {settings.checkpoint}: "
+                "a saved model's architecture is fixed; config values apply when assembling from parts."
+            )
         model = PrealignForConditionalGeneration.from_pretrained(settings.checkpoint, **load)
         return model, PrealignProcessor.from_pretrained(settings.checkpoint)
     variant = VARIANTS[settings.variant]
@@ -59,6 +65,19 @@ def build_model_and_processor(settings: ModelSettings):
     if variant.perceiver_init == "random_lm_blocks":
         reinitialize_perceiver_lm(model)
     return model, processor
+
+
+def _check_local_paths(settings: ModelSettings) -> None:
+    """A missing local folder would reach the hub client and be reported as a bad repo id."""
+    for key in ("checkpoint", "vision", "text", "perceiver", "perceiver_vlm", "perceiver_tokenizer"):
+        value = getattr(settings, key)
+        if value and not Path(value).exists() and _looks_local(value):
+            raise FileNotFoundError(f"model.{key}: {value} does not exist (no such folder).")
+
+
+def _looks_local(name: str) -> bool:
+    """Hub ids are `name` or `owner/name`; anything else can only be a local path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _check_parts(settings: ModelSettings, variant) -> None:
@@ -143,6 +162,8 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
     """Everything `train` runs, ready to go (the model may be passed in already built)."""
     recipe = RECIPES[settings.stage]
     if model is None:
+        # Seed before the new modules (projector, aligner) are created: same settings, same weights.
+        set_seed(settings.seed)
         model, processor = build_model_and_processor(settings.model)
     freeze = settings.freeze_perceiver
     if freeze is None:
@@ -152,7 +173,7 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
         model = apply_lora(model, settings, trainable)
     data = settings.data
     dataset = LlavaDataset(
-        [DataSource(f.path, f.image_root, f.weight) for f in data.files],
+        [DataSource(f.path, f.image_root, f.weight, f.allow_outside_root) for f in data.files],
         processor,
         max_length=data.max_length or recipe.max_length,
         prompt_format=data.prompt_format or recipe.prompt_format,
@@ -175,6 +196,8 @@ def train(settings: TrainSettings) -> PrealignTrainer:
     """Run one stage; resumes from the newest complete checkpoint in `output_dir` when there is one."""
     trainer = build_trainer(settings)
     resume = last_complete_checkpoint(settings.output_dir) if settings.resume else None
+    if resume:
+        print(f"resuming from {resume} (the newest complete checkpoint in {settings.output_dir})")
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(settings.output_dir)
     return trainer

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from ..variants import VARIANTS
 from .recipes import Stage
 
 
@@ -37,6 +40,7 @@ class DataFile:
     path: str
     image_root: str | None = None
     weight: float = 1.0
+    allow_outside_root: bool = False  # accept image paths outside image_root (absolute, ../)
 
 
 @dataclass
@@ -91,8 +95,13 @@ class TrainSettings:
 
 
 def load_settings(path: str | Path, overrides: list[str] = ()) -> TrainSettings:
-    """Read a YAML file (and the files it names as `base`), apply `a.b=value` overrides, validate."""
+    """Read a YAML file (and the files it names as `base`), apply `a.b=value` overrides, validate.
+
+    A bad value is reported with its key, the allowed values and where it was set: the file, or
+    the command line for an override.
+    """
     raw = read_yaml(Path(path))
+    from_command_line = set()
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -101,8 +110,14 @@ def load_settings(path: str | Path, overrides: list[str] = ()) -> TrainSettings:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"Override {item!r}: {part!r} is not a section of the settings.")
         node[leaf] = yaml.safe_load(value)
-    return from_dict(TrainSettings, raw, where=str(path))
+        from_command_line.add(key)
+    settings = from_dict(TrainSettings, raw, where=str(path), from_command_line=from_command_line)
+    if Path(settings.output_dir).is_file():
+        raise ValueError(f"{path}: output_dir={settings.output_dir!r} is a file; it must be a folder.")
+    return settings
 
 
 def read_yaml(path: Path) -> dict:
@@ -123,26 +138,82 @@ def deep_merge(base: dict, top: dict) -> dict:
     return merged
 
 
-def from_dict(cls, data: dict, where: str):
-    """Build a (nested) settings dataclass, naming any unknown or missing key."""
+def from_dict(cls, data: dict, where: str, prefix: str = "", from_command_line: set[str] = frozenset()):
+    """Build a (nested) settings dataclass, naming any unknown or missing key and any bad value.
+
+    `where` is the file the settings came from; `prefix` the dotted path of this section in it.
+    """
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise ValueError(f"{where}: {prefix or 'the settings'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
+        section = f" in {prefix}" if prefix else ""
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}{section}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
+        key = f"{prefix}{name}"
+        origin = "the command line" if key in from_command_line else where
         nested = _NESTED.get((cls, name))
         if nested is list:
-            value = [from_dict(DataFile, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
+            if not isinstance(value, list):
+                raise ValueError(f"{origin}: {key} must be a list of files, got {value!r}")
+            value = [
+                from_dict(DataFile, v, where, f"{key}[{i}].", from_command_line) for i, v in enumerate(value)
+            ]
         elif nested is not None:
-            value = from_dict(nested, value, f"{where}.{name}")
+            value = from_dict(nested, value, where, f"{key}.", from_command_line)
+        else:
+            value = _as_number(value, hints[name])
+            problem = _type_problem(value, hints[name])
+            if problem:
+                raise ValueError(f"{origin}: {key}={value!r} {problem}")
         kwargs[name] = value
     try:
-        return cls(**kwargs)
+        settings = cls(**kwargs)
     except TypeError as err:
-        raise ValueError(f"{where}: {err}") from err
+        raise ValueError(f"{where}: {prefix or 'settings'}: {err}") from err
+    if cls is ModelSettings and settings.variant not in VARIANTS:
+        key = f"{prefix}variant"
+        origin = "the command line" if key in from_command_line else where
+        raise ValueError(f"{origin}: {key}={settings.variant!r} is not a variant; known: {sorted(VARIANTS)}")
+    return settings
+
+
+def _as_number(value: Any, hint: Any) -> Any:
+    """YAML reads `1e-3` (no dot) as a string; a number field takes it as the number it means."""
+    if isinstance(value, str) and float in (hint, *typing.get_args(hint)):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """Why `value` does not fit the annotation `hint` (None when it does)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return None
+    if origin is Literal:
+        return None if value in args else f"is not one of {', '.join(map(repr, args))}"
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        problems = [_type_problem(value, arg) for arg in args if arg is not type(None)]
+        if None in problems:
+            return None
+        return " or ".join(problems) + (" (or null)" if type(None) in args else "")
+    if origin in (list, dict):
+        return None if isinstance(value, origin) else f"must be a {origin.__name__}"
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else "must be a number"
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "must be a whole number"
+    return None if isinstance(value, hint) else f"must be a {hint.__name__}"
 
 
 _NESTED = {
