@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from data_fixtures import write_llava_set
+from data_fixtures import INSTRUCT, write_llava_set
 from peft import PeftModel
 from transformers import TrainerCallback
 
@@ -13,7 +15,7 @@ from prealign.data import DataSource, LlavaDataset, PrealignCollator
 from prealign.tiny import tiny_model
 from prealign.training import build_trainer, train, trainable_parts
 from prealign.training.recipes import part_of
-from prealign.training.settings import TrainSettings, from_dict
+from prealign.training.settings import DataFile, TrainSettings, from_dict
 
 
 def save_tiny(folder, variant="dpa", **config):
@@ -231,3 +233,18 @@ def test_a_killed_run_resumes_to_the_same_weights(workspace):
     reference = PrealignForConditionalGeneration.from_pretrained(tmp_path / "straight").state_dict()
     resumed = PrealignForConditionalGeneration.from_pretrained(tmp_path / "killed").state_dict()
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_an_align_batch_without_images_trains_nothing_and_does_not_crash(workspace):
+    """Stage 1 trains only the connector; a length-grouped batch of text-only records never reaches it."""
+    tmp_path, data = workspace
+    text_only = tmp_path / "text_only.json"
+    text_only.write_text(json.dumps([r for r in INSTRUCT if "image" not in r] * 4))
+    settings = settings_for(tmp_path, data, save_tiny(tmp_path / "ckpt"), "align", group_by_length=True)
+    settings.data.files = [DataFile(str(text_only))]
+    settings.data.prompt_format = "chat"
+    trainer = build_trainer(settings)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    assert trainer.state.global_step == 3
+    assert changed_parts(before, trainer.model) == set()

@@ -41,6 +41,17 @@ class PrealignTrainer(Trainer):
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
 
+    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+        loss = result[0] if return_outputs else result
+        if torch.is_grad_enabled() and not loss.requires_grad:
+            # A batch that reaches no trainable parameter - text-only records in stage 1, where only
+            # the connector trains - has nothing to teach: backward through it gives no gradient
+            # (and no optimizer update) instead of failing.
+            loss = loss.detach().requires_grad_()
+            result = (loss, *result[1:]) if return_outputs else loss
+        return result
+
     def _learning_rate_of(self, parameter_name: str) -> float:
         for prefix, lr in self.module_learning_rates.items():
             if f".{prefix}." in f".{parameter_name}":
