@@ -18,9 +18,9 @@ import torch
 from tqdm import tqdm
 from transformers import Qwen3ForCausalLM
 
-from prealign.data.nano.streams import CorpusStream
-from prealign.data.nano.tokenizer import nano_tokenizer
-from prealign.training import nano_backbones as nb
+from prealign.nano import pretraining as nb
+from prealign.nano.streams import CorpusStream
+from prealign.nano.tokenizer import nano_tokenizer
 
 
 def run(size: str, steps: int, batch: int, row_length: int | None, tokenizer) -> dict[str, float]:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from prealign.cli import main
-from prealign.data.nano import NanoDataSpec, build_nano_data
 from prealign.data.records import DataError
 from prealign.evaluation import BenchmarkItem, load_benchmark, run_benchmark, runner, score_items
+from prealign.nano import NanoDataSpec, build_nano_data
 from prealign.tiny import tiny_model
 
 ITEMS = [

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, Qwen3ForCausalLM, SiglipModel
 
-from prealign.data.nano import NanoDataSpec, build_nano_data
-from prealign.pipelines.nano_backbones import PARTS, recheck_backbones
-from prealign.training import nano_backbones as nb
+from prealign.nano import NanoDataSpec, build_nano_data
+from prealign.nano import pretraining as nb
+from prealign.nano.backbones import PARTS, recheck_backbones
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,9 @@ def test_lm_pretraining_beats_random_init(tokenizer, tmp_path):
     torch.manual_seed(0)
     untrained = Qwen3ForCausalLM(nb.lm_config(nb.LM_SIZES["tiny"], len(tokenizer)))
     before = nb.answer_loss(untrained, tokenizer, items)
-    model = nb.pretrain_lm(tokenizer, tmp_path / "lm", size="tiny", steps=150, batch=32, resume=False)
+    model = nb.pretrain_lm(
+        tokenizer, tmp_path / "lm", size="tiny", steps=150, batch=32, lr=2e-3, resume=False
+    )
     after = nb.answer_loss(model, tokenizer, items)
     assert after < 0.5 * before, (before, after)
     assert (tmp_path / "lm/config.json").is_file() and (tmp_path / "lm/tokenizer.json").is_file()
@@ -106,7 +108,7 @@ def test_pretrain_lm_command_trains_scores_and_saves_one_lm(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_backbones(tmp_path_factory):
-    from prealign.pipelines.nano_backbones import TINY_BUDGET, build_backbones
+    from prealign.nano.backbones import TINY_BUDGET, build_backbones
 
     out = tmp_path_factory.mktemp("tiny_backbones")
     build_backbones(out, budget=TINY_BUDGET)
@@ -115,7 +117,7 @@ def tiny_backbones(tmp_path_factory):
 
 @pytest.mark.e2e
 def test_nano_run_writes_data_and_rechecks_the_backbones(tiny_backbones, tmp_path, capsys):
-    from prealign.pipelines.nano import NanoRun, run_nano
+    from prealign.nano.run import NanoRun, run_nano
 
     spec = NanoDataSpec(pretrain=6, instruct=6, corpus=10, benchmark=4, image_size=32)
     summary = run_nano(NanoRun(out=tmp_path / "run", backbones=tiny_backbones, data=spec))
@@ -131,7 +133,7 @@ def test_nano_run_writes_data_and_rechecks_the_backbones(tiny_backbones, tmp_pat
 def test_nano_run_refuses_backbones_whose_scores_or_tokenizer_differ(tiny_backbones, tmp_path):
     import shutil
 
-    from prealign.pipelines.nano import NanoRun, run_nano
+    from prealign.nano.run import NanoRun, run_nano
 
     spec = NanoDataSpec(pretrain=2, instruct=2, corpus=2, benchmark=2, image_size=32)
     tampered = tmp_path / "tampered"
@@ -160,7 +162,7 @@ def test_the_nano_configs_train_every_variant_from_the_nano_run_folder(tiny_back
     from pathlib import Path
 
     from prealign import PrealignForConditionalGeneration
-    from prealign.pipelines.nano import NanoRun, run_nano
+    from prealign.nano.run import NanoRun, run_nano
     from prealign.training import load_settings, train
     from prealign.variants import VARIANTS
 

@@ -14,8 +14,8 @@ from prealign.cli import main
 from prealign.data import DataSource, LlavaDataset
 from prealign.data.check import check_data
 from prealign.data.conversation import IGNORE_INDEX
-from prealign.data.nano import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data, render, sample_scene
-from prealign.data.nano.language import (
+from prealign.nano import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data, render, sample_scene
+from prealign.nano.language import (
     arithmetic,
     fact,
     is_held_out_pair,
@@ -252,7 +252,7 @@ def test_the_tokenizer_does_not_depend_on_seed_or_sizes(world, tmp_path):
 
 
 def test_a_word_outside_the_vocabulary_is_reported():
-    from prealign.data.nano.tokenizer import check_vocabulary, nano_tokenizer
+    from prealign.nano.tokenizer import check_vocabulary, nano_tokenizer
 
     tokenizer = nano_tokenizer()
     check_vocabulary(tokenizer, ["is there a red circle? answer yes or no."])

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pytest
 from safetensors import safe_open
 
-from prealign.pipelines.nano_backbones import PARTS, BackboneBudget, recheck_backbones, shipped_backbones
+from prealign.nano.backbones import PARTS, BackboneBudget, recheck_backbones, shipped_backbones
 
 MAX_SHIPPED_BYTES = 30 * 2**20
 

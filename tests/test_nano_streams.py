@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import Qwen3ForCausalLM
 
-from prealign.data.nano.language import QA
-from prealign.data.nano.streams import CorpusStream, encode_qa_sequence
-from prealign.data.nano.tokenizer import nano_tokenizer
-from prealign.training.nano_backbones import LM_SIZES, lm_config, pack_lm_batch, pad_lm_batch
+from prealign.nano.language import QA
+from prealign.nano.pretraining import LM_SIZES, lm_config, pack_lm_batch, pad_lm_batch
+from prealign.nano.streams import CorpusStream, encode_qa_sequence
+from prealign.nano.tokenizer import nano_tokenizer
 
 
 @pytest.fixture(scope="module")

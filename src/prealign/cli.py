@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,80 +12,18 @@ from . import __version__
 
 def smoke(args: argparse.Namespace) -> int:
     """Build tiny baseline and DPA models from parts and exercise the whole model contract."""
-    import numpy as np
-    import torch
-    from PIL import Image
-    from transformers.utils import logging as hf_logging
+    from .smoke import run_smoke
 
-    from . import PrealignForConditionalGeneration
-    from .tiny import tiny_model
-    from .variants import VARIANTS
-
-    hf_logging.disable_progress_bar()  # one bar per save/load would bury the table
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    images = [Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)) for _ in range(3)]
-    header = f"{'variant':<24}{'params':>10}{'loss':>8}{'gen tok/s':>11}  save/load  cached==uncached"
-    print(header)
-    print("-" * len(header))
-    failures = 0
-    for name in args.variants:
-        variant = VARIANTS[name]
-        model, processor = tiny_model("dpa" if variant.uses_perceiver else "baseline", **variant.config)
-        prompts = [
-            processor.apply_chat_template([{"role": "user", "content": "<image>\nWhat colour is it?"}]),
-            processor.apply_chat_template([{"role": "user", "content": "Compare <image> and <image>."}]),
-            processor.apply_chat_template([{"role": "user", "content": "How many shapes are there?"}]),
-        ]
-        batch = processor(
-            prompts, images=images, instructions=["What colour?", "Compare.", "Count."], padding_side="left"
-        )
-        loss = model(**batch, labels=batch["input_ids"]).loss
-        loss.backward()
-        model.eval()
-        start = time.perf_counter()
-        cached = model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
-        tok_s = cached.shape[0] * args.new_tokens / (time.perf_counter() - start)
-        uncached = model.generate(
-            **batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, use_cache=False
-        )
-        with tempfile.TemporaryDirectory() as folder, torch.no_grad():
-            model.save_pretrained(folder)
-            loaded = PrealignForConditionalGeneration.from_pretrained(folder).eval()
-            round_trip = torch.equal(model(**batch).logits, loaded(**batch).logits)
-        same = torch.equal(cached, uncached)
-        failures += not (round_trip and same)
-        n_params = sum(p.numel() for p in model.parameters())
-        print(
-            f"{name:<24}{n_params:>10,}{loss.item():>8.3f}{tok_s:>11.1f}  "
-            f"{'exact' if round_trip else 'DIFFERS':<9}  {'yes' if same else 'NO'}"
-        )
-    print(f"\n{len(args.variants) - failures}/{len(args.variants)} variants passed the smoke run.")
-    return 1 if failures else 0
+    return 1 if run_smoke(args.variants, args.new_tokens, args.seed) else 0
 
 
 def data_check(args: argparse.Namespace) -> int:
     """Validate LLaVA-format files; exit 1 if any error class not tolerated is present."""
     import json
 
-    from .data.check import check_data, format_report
-    from .processing import PROCESSOR_FILE, PrealignProcessor
+    from .data.check import check_data, format_report, processor_for_check
 
-    if (Path(args.tokenizer) / PROCESSOR_FILE).is_file():
-        processor = PrealignProcessor.from_pretrained(args.tokenizer)
-        if args.image_tokens:
-            processor.num_image_tokens = args.image_tokens
-    else:
-        from transformers import AutoTokenizer
-
-        if not args.image_tokens:
-            print(
-                f"error: {args.tokenizer} is a plain tokenizer; pass --image-tokens N (features per image)."
-            )
-            return 2
-        processor = PrealignProcessor(
-            None, AutoTokenizer.from_pretrained(args.tokenizer), num_image_tokens=args.image_tokens
-        )
+    processor = processor_for_check(args.tokenizer, args.image_tokens)
     report = check_data(
         args.files,
         processor,
@@ -110,20 +47,10 @@ def data_check(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     """One stage of the recipe; under torchrun every rank runs this."""
-    import gc
+    from .training import load_settings
+    from .training.run import run_stage
 
-    import torch.distributed as dist
-
-    from .training import load_settings, train
-
-    trainer = train(load_settings(args.config, args.overrides))
-    if dist.is_available() and dist.is_initialized():
-        # Tear down in this order: with gloo, destroying the group while the model and
-        # optimizer are alive aborts a fraction of runs at exit.
-        del trainer
-        gc.collect()
-        dist.barrier()
-        dist.destroy_process_group()
+    run_stage(load_settings(args.config, args.overrides))
     return 0
 
 
@@ -225,9 +152,8 @@ def alignment_command(args: argparse.Namespace) -> int:
 def nano_data(args: argparse.Namespace) -> int:
     """Generate the nano world's data sets, benchmarks, text corpus and tokenizer."""
     import dataclasses
-    import time
 
-    from .data.nano import NanoDataSpec, build_nano_data
+    from .nano import NanoDataSpec, build_nano_data
 
     sizes = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(NanoDataSpec) if getattr(args, f.name, None)
@@ -242,53 +168,38 @@ def nano_data(args: argparse.Namespace) -> int:
 
 def nano_pretrain(args: argparse.Namespace) -> int:
     """Pre-train one nano backbone from the world's tokenizer and print how much it learned."""
-    import time
+    import dataclasses
 
     from transformers import AutoTokenizer
 
-    from .pipelines.nano_backbones import BackboneBudget, evaluate_language_model
-    from .training import nano_backbones as nb
+    from .nano import backbones
 
     tokenizer = AutoTokenizer.from_pretrained(str(Path(args.data) / "tokenizer"))
-    budget = BackboneBudget()  # the defaults are the shipped backbones' settings
+    budget = backbones.BackboneBudget()  # the shipped backbones' settings
     start = time.perf_counter()
     if args.nano_command == "pretrain-vit":
-        model = nb.pretrain_vit(tokenizer, args.out, steps=args.steps or budget.vit_steps, seed=args.seed)
-        result = nb.evaluate_retrieval(model, nb.retrieval_pairs(tokenizer))
+        backbones.pretrain_vit_part(tokenizer, Path(args.out), args.seed, budget, steps=args.steps)
+        result = backbones.evaluate_vit(args.out)
         print(
-            f"image->caption top-1 {result['top1']:.2f} (chance {result['chance']:.2f}); held-out loss "
-            f"{result['loss']:.3f}"
+            f"image->caption top-1 {result['top1']:.2f} (chance {result['chance']:.2f}); "
+            f"held-out loss {result['loss']:.3f}"
         )
     else:
-        steps, lr = (
-            (budget.target_steps, budget.target_lr)
-            if args.size == "target"
-            else (budget.perceiver_steps, budget.perceiver_lr)
-        )
-        nb.pretrain_lm(
-            tokenizer,
-            args.out,
-            size=args.size,
-            steps=args.steps or steps,
-            lr=args.lr or lr,
-            seed=args.seed,
-            row_length=budget.lm_row_length if args.row_length is None else (args.row_length or None),
+        if args.row_length is not None:  # 0: padded batches
+            budget = dataclasses.replace(budget, lm_row_length=args.row_length or None)
+        backbones.pretrain_lm_part(
+            tokenizer, Path(args.out), args.seed, budget, args.size, steps=args.steps, lr=args.lr
         )
         # Score the saved checkpoint, as the manifest does: the model the Trainer leaves in memory
         # still runs under its bf16 autocast, and near-tie answers flip (spatial 0.55 vs 0.65).
-        scores = evaluate_language_model(args.out, eval_per_kind=60)
-        busy_header = f"{nb.BUSY_SCENE}+ objects:{'accuracy':>9}{'majority':>9}"
-        print(f"{'question type':<26}{'accuracy':>9}{'majority':>9}   {busy_header}")
-        for kind, r in sorted((k, r) for k, r in scores.items() if isinstance(r, dict)):
-            busy = f"{r['busy']['accuracy']:>22.2f}{r['busy']['majority']:>9.2f}" if "busy" in r else ""
-            print(f"{kind:<26}{r['accuracy']:>9.2f}{r['majority']:>9.2f}{busy}")
+        print(backbones.format_lm_scores(backbones.evaluate_language_model(args.out, budget.eval_per_kind)))
     print(f"trained in {time.perf_counter() - start:.0f} s; saved to {args.out}")
     return 0
 
 
 def nano_backbones(args: argparse.Namespace) -> int:
     """Tokenizer and every nano backbone, with a manifest of how they were made and what they score."""
-    from .pipelines.nano_backbones import TINY_BUDGET, BackboneBudget, build_backbones, format_manifest
+    from .nano.backbones import TINY_BUDGET, BackboneBudget, build_backbones, format_manifest
 
     budget = TINY_BUDGET if args.tiny else BackboneBudget()
     print(format_manifest(build_backbones(args.out, seed=args.seed, budget=budget)))
@@ -297,7 +208,7 @@ def nano_backbones(args: argparse.Namespace) -> int:
 
 def nano_run(args: argparse.Namespace) -> int:
     """The nano world's main job: data from a seed, backbones (the shipped ones by default) re-checked."""
-    from .pipelines.nano import NanoRun, run_nano
+    from .nano.run import NanoRun, run_nano
 
     run_nano(NanoRun(out=args.out, seed=args.seed, backbones=args.backbones, check_tolerance=args.tolerance))
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from prealign.training import build_trainer, load_settings
+from prealign.training.distributed import release_process_group
 
 
 class RanksAgree(TrainerCallback):
@@ -44,9 +44,7 @@ def main() -> None:
     }
     Path(settings.output_dir, f"rank{rank}.json").write_text(json.dumps(result))
     del trainer, agree
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
+    release_process_group()  # the library's teardown, as `prealign train` runs it
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from ..processing import PrealignProcessor
+from ..processing import PROCESSOR_FILE, PrealignProcessor
 from .conversation import IGNORE_INDEX, RecordSkipped
 from .llava import DataSource, LlavaDataset
 from .records import DataError, RecordFile, image_paths, resolve_image_path
@@ -73,6 +73,20 @@ def _distribution(values: list[int]) -> dict[str, float]:
         "max": values[-1],
         "mean": round(statistics.fmean(values), 1),
     }
+
+
+def processor_for_check(tokenizer: str | Path, image_tokens: int | None = None) -> PrealignProcessor:
+    """What a check reads records with: a saved PrealignProcessor (its span length unless
+    `image_tokens` says otherwise), or a plain tokenizer with the span length given."""
+    if (Path(tokenizer) / PROCESSOR_FILE).is_file():
+        processor = PrealignProcessor.from_pretrained(tokenizer)
+        processor.num_image_tokens = image_tokens or processor.num_image_tokens
+        return processor
+    if not image_tokens:
+        raise ValueError(f"{tokenizer} is a plain tokenizer; pass --image-tokens N (features per image).")
+    from transformers import AutoTokenizer
+
+    return PrealignProcessor(None, AutoTokenizer.from_pretrained(tokenizer), num_image_tokens=image_tokens)
 
 
 def check_data(

@@ -20,6 +20,24 @@ def block_class_names(model: nn.Module) -> list[str]:
     return sorted({type(m).__name__ for m in transformer_blocks(model)})
 
 
+def release_process_group() -> None:
+    """End a torchrun run; call it once nothing holds the model or optimizer any more.
+
+    With gloo on CPU, destroying the group while the model and optimizer are alive aborts a
+    fraction of runs at exit; collecting them first, then a barrier, does not. A no-op outside
+    a distributed run.
+    """
+    import gc
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def fully_shard_model(model: nn.Module, **fsdp_kwargs) -> nn.Module:
     """FSDP2: shard every block, then the rest (embeddings, projector, aligner, heads) as the root."""
     from torch.distributed.fsdp import fully_shard

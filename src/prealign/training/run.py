@@ -15,7 +15,7 @@ from ..modeling import PrealignForConditionalGeneration
 from ..modeling.parts import load_causal_lm
 from ..processing import PrealignProcessor
 from ..variants import VARIANTS
-from .distributed import block_class_names
+from .distributed import block_class_names, release_process_group
 from .initialization import dpa_from_perceiver_vlm, reinitialize_perceiver_lm
 from .recipes import LORA_LEARNING_RATE, RECIPES, apply_stage
 from .settings import ModelSettings, TrainSettings
@@ -201,6 +201,14 @@ def train(settings: TrainSettings) -> PrealignTrainer:
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(settings.output_dir)
     return trainer
+
+
+def run_stage(settings: TrainSettings) -> None:
+    """`prealign train`: one stage, then (under torchrun) the process group torn down in the
+    order that exits cleanly - the trainer, model and optimizer released first."""
+    trainer = train(settings)
+    del trainer
+    release_process_group()
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:

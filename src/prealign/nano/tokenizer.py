@@ -10,7 +10,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from ...chat_template import CHATML_TEMPLATE
+from ..chat_template import CHATML_TEMPLATE
 from .language import (
     ARITHMETIC_MAX,
     CAPTION_PROMPTS,

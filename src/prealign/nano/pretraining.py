@@ -27,10 +27,10 @@ from transformers import (
     TrainingArguments,
 )
 
-from ..data.nano.language import arithmetic, caption, fact, text_scene_question
-from ..data.nano.scenes import render, sample_scene
-from ..data.nano.streams import CaptionStream, CorpusStream, encode_qa
 from ..evaluation import score
+from .language import arithmetic, caption, fact, text_scene_question
+from .scenes import render, sample_scene
+from .streams import CaptionStream, CorpusStream, encode_qa
 
 
 @dataclass(frozen=True)
@@ -148,9 +148,10 @@ def pretrain_lm(
     tokenizer,
     out_dir: str | Path,
     size: str = "perceiver",
-    steps: int = 4000,
-    batch: int = 32,
-    lr: float = 2e-3,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
     seed: int = 0,
     bf16: bool = True,
     resume: bool = True,
@@ -185,12 +186,12 @@ def pretrain_lm(
 
 
 def _last_checkpoint(out_dir) -> str | None:
-    from .run import last_complete_checkpoint
+    from ..training.run import last_complete_checkpoint
 
     return last_complete_checkpoint(out_dir)
 
 
-def lm_eval_items(n_per_kind: int = 60, seed: int = 12345) -> list:
+def lm_eval_items(n_per_kind: int, seed: int = 12345) -> list:
     """Held-out text items per kind (a seed no training stream uses; arithmetic on held-out pairs)."""
     rng = random.Random(f"eval/{seed}")
     by_kind: dict[str, list] = defaultdict(list)
@@ -288,15 +289,16 @@ def siglip_config(vocab_size: int, image_size: int = 64, hidden: int = 128, laye
 def pretrain_vit(
     tokenizer,
     out_dir: str | Path,
-    steps: int = 600,
-    batch: int = 128,
+    *,
+    steps: int,
+    batch: int,
     lr: float = 3e-4,
     seed: int = 0,
     image_size: int = 64,
     bf16: bool = True,
     resume: bool = True,
-    hidden: int = 128,
-    layers: int = 4,
+    hidden: int,
+    layers: int,
 ) -> SiglipModel:
     """Sigmoid contrastive pre-training of a tiny SigLIP on rendered scenes and their captions."""
     torch.manual_seed(seed)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from ..data.nano import NanoDataSpec, build_nano_data
-from .nano_backbones import format_manifest, recheck_backbones, shipped_backbones
+from .backbones import format_manifest, recheck_backbones, shipped_backbones
+from .data import NanoDataSpec, build_nano_data
 
 
 @dataclass(frozen=True)

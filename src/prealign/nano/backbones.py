@@ -20,8 +20,8 @@ import torch
 import transformers
 from transformers import AutoTokenizer, Qwen3ForCausalLM, SiglipModel
 
-from ..data.nano.tokenizer import nano_tokenizer
-from ..training import nano_backbones as nb
+from . import pretraining as nb
+from .tokenizer import nano_tokenizer
 
 SHIPPED_BACKBONES = Path(__file__).resolve().parent.parent / "assets" / "nano"
 PARTS = ("vit", "lm_perceiver", "lm_target")
@@ -105,24 +105,8 @@ def build_backbones(out: str | Path, seed: int = 0, budget: BackboneBudget = Bac
     tokenizer = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
     makers = {
         "vit": lambda: _vit(out / "vit", tokenizer, seed, budget),
-        "lm_perceiver": lambda: _lm(
-            out / "lm_perceiver",
-            tokenizer,
-            seed,
-            budget,
-            budget.perceiver_size,
-            budget.perceiver_steps,
-            budget.perceiver_lr,
-        ),
-        "lm_target": lambda: _lm(
-            out / "lm_target",
-            tokenizer,
-            seed,
-            budget,
-            budget.target_size,
-            budget.target_steps,
-            budget.target_lr,
-        ),
+        "lm_perceiver": lambda: _lm(out / "lm_perceiver", tokenizer, seed, budget, budget.perceiver_size),
+        "lm_target": lambda: _lm(out / "lm_target", tokenizer, seed, budget, budget.target_size),
     }
     for name, make in makers.items():
         if name in parts:
@@ -144,32 +128,52 @@ def _finish(model, folder: Path) -> None:
         shutil.rmtree(checkpoint)
 
 
-def _vit(folder: Path, tokenizer, seed: int, budget: BackboneBudget) -> dict:
-    model = nb.pretrain_vit(
+def pretrain_vit_part(
+    tokenizer, folder: Path, seed: int, budget: BackboneBudget, steps: int | None = None
+) -> SiglipModel:
+    """The nano ViT as the budget says (`steps` overrides its step count)."""
+    return nb.pretrain_vit(
         tokenizer,
         folder,
-        steps=budget.vit_steps,
+        steps=steps or budget.vit_steps,
         batch=budget.vit_batch,
         seed=seed,
         hidden=budget.vit_hidden,
         layers=budget.vit_layers,
     )
-    _finish(model, folder)
-    return evaluate_vit(folder)
 
 
-def _lm(folder: Path, tokenizer, seed: int, budget: BackboneBudget, size: str, steps: int, lr: float) -> dict:
-    model = nb.pretrain_lm(
+def pretrain_lm_part(
+    tokenizer,
+    folder: Path,
+    seed: int,
+    budget: BackboneBudget,
+    size: str,
+    steps: int | None = None,
+    lr: float | None = None,
+) -> Qwen3ForCausalLM:
+    """One nano LM as the budget says: the target's schedule for the target size, else the
+    perceiver's (`steps` and `lr` override them)."""
+    is_target = size == budget.target_size
+    return nb.pretrain_lm(
         tokenizer,
         folder,
         size=size,
-        steps=steps,
+        steps=steps or (budget.target_steps if is_target else budget.perceiver_steps),
         batch=budget.lm_batch,
-        lr=lr,
+        lr=lr or (budget.target_lr if is_target else budget.perceiver_lr),
         seed=seed,
         row_length=budget.lm_row_length,
     )
-    _finish(model, folder)
+
+
+def _vit(folder: Path, tokenizer, seed: int, budget: BackboneBudget) -> dict:
+    _finish(pretrain_vit_part(tokenizer, folder, seed, budget), folder)
+    return evaluate_vit(folder)
+
+
+def _lm(folder: Path, tokenizer, seed: int, budget: BackboneBudget, size: str) -> dict:
+    _finish(pretrain_lm_part(tokenizer, folder, seed, budget, size), folder)
     return evaluate_language_model(folder, budget.eval_per_kind)
 
 
@@ -192,6 +196,16 @@ def evaluate_language_model(folder: str | Path, eval_per_kind: int) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         **nb.evaluate_lm(model, tokenizer, nb.lm_eval_items(n_per_kind=eval_per_kind)),
     }
+
+
+def format_lm_scores(scores: dict) -> str:
+    """One LM's held-out accuracy per question type, in all scenes and in busy ones."""
+    busy_header = f"{nb.BUSY_SCENE}+ objects:{'accuracy':>9}{'majority':>9}"
+    lines = [f"{'question type':<26}{'accuracy':>9}{'majority':>9}   {busy_header}"]
+    for kind, r in sorted((k, r) for k, r in scores.items() if isinstance(r, dict)):
+        busy = f"{r['busy']['accuracy']:>22.2f}{r['busy']['majority']:>9.2f}" if "busy" in r else ""
+        lines.append(f"{kind:<26}{r['accuracy']:>9.2f}{r['majority']:>9.2f}{busy}")
+    return "\n".join(lines)
 
 
 def format_manifest(manifest: dict) -> str:

@@ -1,1 +1,0 @@
-"""End-to-end pipelines built from data, training and evaluation."""
