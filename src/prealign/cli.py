@@ -149,6 +149,14 @@ def alignment_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    """A part of a saved model as a standalone Hugging Face folder."""
+    from .export import export_part
+
+    print(f"{args.part}: written to {export_part(args.model, args.part, args.out)}")
+    return 0
+
+
 def nano_data(args: argparse.Namespace) -> int:
     """Generate the nano world's data sets, benchmarks, text corpus and tokenizer."""
     import dataclasses
@@ -264,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="also draw the accuracies as grouped bars into this PNG")
     p.add_argument("--title", default="", help="the plot's title")
     p.set_defaults(run=report_command)
+
+    p = commands.add_parser(
+        "export", help="write a part of a saved model as a standalone HF folder (target-lm: a causal LM)"
+    )
+    p.add_argument("model", help="a saved model folder (with its processor)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--part", choices=["target-lm"], default="target-lm")
+    p.set_defaults(run=export_command)
 
     analyze = commands.add_parser("analyze", help="analyses of a saved model").add_subparsers(
         dest="analyze_command", required=True

@@ -13,7 +13,7 @@ from os import PathLike
 
 import torch
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -279,6 +279,18 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
             for key in PERCEIVER_INPUTS:
                 inputs.pop(key, None)
         return inputs
+
+    def target_lm(self) -> PreTrainedModel:
+        """The target LM and its head as an ordinary HF causal LM, sharing this model's tensors.
+
+        What a small VLM hands DPA as its perceiver, and what `prealign export` saves so that
+        text-only harnesses (lm-eval, vLLM) can score language forgetting.
+        """
+        with torch.device("meta"):
+            lm = AutoModelForCausalLM.from_config(self.config.text_config)
+        setattr(lm, lm.base_model_prefix, self.model.language_model)
+        lm.set_output_embeddings(self.lm_head)
+        return lm
 
     def save_pretrained(self, save_directory: str | PathLike, *args, **kwargs) -> None:
         # transformers logs an error and returns when the target is a file: nothing saved, no error.

@@ -10,9 +10,8 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 
 from ..modeling import PrealignForConditionalGeneration
 from ..processing import PrealignProcessor
@@ -35,21 +34,12 @@ def dpa_from_perceiver_vlm(
     model = PrealignForConditionalGeneration.from_parts(
         vision_model=perceiver_vlm.model.vision_tower,
         text_model=text_model,
-        perceiver_text_model=_as_causal_lm(perceiver_vlm),
+        perceiver_text_model=perceiver_vlm.target_lm(),
         processor=processor,
         **config_kwargs,
     )
     model.model.projector.load_state_dict(perceiver_vlm.model.projector.state_dict())
     return model
-
-
-def _as_causal_lm(vlm: PrealignForConditionalGeneration) -> PreTrainedModel:
-    """The VLM's language model and head as an ordinary causal LM (sharing the VLM's tensors)."""
-    with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(vlm.config.text_config)
-    setattr(lm, lm.base_model_prefix, vlm.model.language_model)
-    lm.set_output_embeddings(vlm.lm_head)
-    return lm
 
 
 def reinitialize(module: nn.Module, owner: PreTrainedModel) -> None:
