@@ -79,7 +79,8 @@ def shipped_backbones() -> Path:
     return SHIPPED_BACKBONES
 
 
-def build_backbones(out: str | Path, seed: int = 0, budget: BackboneBudget = BackboneBudget()) -> dict:
+def build_backbones(out: str | Path, seed: int = 0, budget: BackboneBudget | None = None) -> dict:
+    budget = budget or BackboneBudget()
     out = Path(out)
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}

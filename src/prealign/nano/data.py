@@ -137,8 +137,9 @@ def _bench_item(qa: QA, item_id: str, image: str | None) -> dict:
     return item
 
 
-def build_nano_data(out_dir: str | Path, spec: NanoDataSpec = NanoDataSpec()) -> dict[str, Path]:
-    """Generate everything under `out_dir`; returns the paths of what was written."""
+def build_nano_data(out_dir: str | Path, spec: NanoDataSpec | None = None) -> dict[str, Path]:
+    """Generate everything under `out_dir` (the default spec unless given); returns the paths."""
+    spec = spec or NanoDataSpec()
     out = Path(out_dir)
     image_root = out / "images"
     # Independent streams per split, so changing one size never changes another split's content.
