@@ -25,7 +25,7 @@ from prealign.nano.language import (
 from prealign.processing import PrealignProcessor
 from prealign.tiny import tiny_image_processor
 
-SMALL = NanoDataSpec(pretrain=30, instruct=40, corpus=300, benchmark=12, image_size=32)
+SMALL = NanoDataSpec(pretrain=30, instruct=40, corpus=300, benchmark=12, image_size=36)
 
 
 def digest(folder) -> dict[str, str]:
@@ -64,7 +64,7 @@ def test_rendering_is_deterministic_and_shows_the_objects():
 
 def test_the_data_goes_through_the_real_data_path_without_errors(world):
     _, paths = world
-    processor = PrealignProcessor(tiny_image_processor(image_size=32), _tokenizer(paths), num_image_tokens=16)
+    processor = PrealignProcessor(tiny_image_processor(image_size=36), _tokenizer(paths), num_image_tokens=16)
     report = check_data(
         [paths["pretrain"], paths["instruct"]], processor, image_root=paths["images"], progress=False
     )

@@ -31,7 +31,7 @@ def test_shipped_files_are_small_bf16_and_complete():
             assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"BF16"}  # noqa: SIM118
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["command"].startswith("prealign nano backbones") and "seed" in manifest
-    assert manifest["total_wall_time_s"] < 3600  # the budget of a 2-core CPU
+    assert manifest.get("elapsed_s", manifest["total_wall_time_s"]) < 3600  # the budget of a 2-core CPU
 
 
 def test_the_default_budget_is_the_one_the_shipped_backbones_were_made_with():
@@ -40,7 +40,7 @@ def test_the_default_budget_is_the_one_the_shipped_backbones_were_made_with():
     assert manifest["budget"] == asdict(BackboneBudget())
 
 
-# What the shipped LMs have learned, kind by kind (see the README's table): held-out accuracy at
+# What the shipped LMs have learned, kind by kind (docs/nano_world.md): held-out accuracy at
 # least MARGIN above always giving the majority answer.
 MARGIN = 0.1
 LEARNED_BY_BOTH = {
@@ -49,28 +49,28 @@ LEARNED_BY_BOTH = {
     "text_colour_at",
     "text_shape_at",
     "text_position_of",
-    "text_colour_choice",
-    "text_exists",
     "text_count",
     "text_count_sum",
-    "text_compare",
     "text_total_objects",
-    "text_spatial",
+    "text_description",
 }
-
-
+# Skills that need two lookups or an option list: the 5.9M target learns them, the 1.0M perceiver
+# does not within its budget (shipped: 0.98 / 0.95 / 0.75 against 0.50 / 0.46 / 0.25).
+LEARNED_BY_THE_TARGET_ONLY = ("text_compare", "text_exists", "text_colour_choice")
 # In scenes of 3-4 objects a lookup cannot pass as a lucky guess between one or two candidates.
-# There both LMs still read every type but the option list, which the target reads only at the
-# margin (README table).
-READ_IN_BUSY_SCENES_BY_BOTH = LEARNED_BY_BOTH - {"arithmetic", "fact", "text_colour_choice"}
-# The lookups by name that the larger target LM does clearly better in busy scenes (shipped:
-# +0.19, +0.25): the capacity difference the DPA experiment is about.
-TARGET_READS_BETTER = ("text_position_of", "text_spatial")
+READ_IN_BUSY_SCENES_BY_BOTH = {"text_colour_at", "text_shape_at", "text_count", "text_description"}
 
 
 def test_the_vit_retrieves_captions_far_above_chance(checked):
     vit = checked["parts"]["vit"]["scores"]
     assert vit["top1"] >= 50 * vit["chance"], vit
+
+
+@pytest.mark.parametrize("part", ["lm_perceiver", "lm_target"])
+def test_each_lm_describes_scenes_far_better_than_ignoring_them(checked, part):
+    # What stage 1 aligns images to: the LMs produce the caption of a scene given in text.
+    scores = checked["parts"][part]["scores"]
+    assert scores["description_loss"] < 0.25 * scores["description_unigram_loss"], scores
 
 
 @pytest.mark.parametrize("part", ["lm_perceiver", "lm_target"])
@@ -88,10 +88,11 @@ def test_each_lm_reads_busy_scenes(checked, part):
         assert busy["n"] >= 30 and busy["accuracy"] >= busy["majority"] + MARGIN, (part, kind, busy)
 
 
-def test_the_target_lm_looks_up_objects_in_busy_scenes_better_than_the_perceiver_lm(checked):
+def test_the_target_lm_learns_the_two_lookup_skills_the_perceiver_lm_does_not(checked):
     perceiver, target = (checked["parts"][p]["scores"] for p in ("lm_perceiver", "lm_target"))
-    for kind in TARGET_READS_BETTER:
-        assert target[kind]["busy"]["accuracy"] >= perceiver[kind]["busy"]["accuracy"] + MARGIN, kind
+    for kind in LEARNED_BY_THE_TARGET_ONLY:
+        assert target[kind]["accuracy"] >= target[kind]["majority"] + MARGIN, kind
+        assert target[kind]["accuracy"] >= perceiver[kind]["accuracy"] + 2 * MARGIN, kind
 
 
 def test_the_target_lm_reads_scenes_and_adds_better_than_the_perceiver_lm(checked):
@@ -101,6 +102,6 @@ def test_the_target_lm_reads_scenes_and_adds_better_than_the_perceiver_lm(checke
         return sum(scores[k]["accuracy"] for k in kinds) / len(kinds)
 
     perceiver, target = mean("lm_perceiver"), mean("lm_target")
-    assert target >= perceiver + 0.02, (perceiver, target)  # shipped: 0.87 vs 0.84
+    assert target >= perceiver + 0.05, (perceiver, target)  # shipped: 0.76 vs 0.64
     sizes = [checked["parts"][p]["scores"]["parameters"] for p in ("lm_perceiver", "lm_target")]
     assert 5 <= sizes[1] / sizes[0] <= 8  # the paper's 0.6B : 4B

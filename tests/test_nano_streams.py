@@ -1,5 +1,5 @@
-"""LM pre-training inputs: answers supervised, whole segments only, and packed batches that
-hold every example exactly once and give the padded batch's logits and loss."""
+"""LM pre-training inputs: chat conversations with the replies supervised, whole turns only, and
+packed batches that hold every example exactly once and give the padded batch's logits and loss."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from transformers import Qwen3ForCausalLM
 
 from prealign.nano.language import QA
 from prealign.nano.pretraining import LM_SIZES, lm_config, pack_lm_batch, pad_lm_batch
-from prealign.nano.streams import CorpusStream, encode_qa_sequence
+from prealign.nano.streams import CorpusStream, encode_conversation
 from prealign.nano.tokenizer import nano_tokenizer
 
 
@@ -26,13 +26,20 @@ def late_examples(tokenizer):
     return list(CorpusStream(tokenizer, seed=3, total=400))[-64:]
 
 
-def test_only_answers_and_end_tokens_are_supervised(tokenizer):
+def test_only_replies_and_their_end_tokens_are_supervised_in_the_chat_format(tokenizer):
     qa = QA("what is 2 plus 3?", "5", "text", "arithmetic", "number")
-    example = encode_qa_sequence(tokenizer, [qa, qa], max_length=64)
+    example = encode_conversation(tokenizer, [qa, qa], max_length=64)
     supervised = example["input_ids"][example["labels"] != -100].tolist()
     assert supervised == [*tokenizer("5", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id] * 2
-    one = len(encode_qa_sequence(tokenizer, [qa], max_length=64)["input_ids"])
-    assert len(encode_qa_sequence(tokenizer, [qa, qa], max_length=2 * one - 1)["input_ids"]) == one
+    # The tokens are the chat template's rendering, as the VLM recipe and the text benchmark see it.
+    messages = [{"role": "user", "content": qa.question}, {"role": "assistant", "content": qa.answer}] * 2
+    assert (
+        example["input_ids"].tolist() == tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"]
+    )
+    one = len(encode_conversation(tokenizer, [qa], max_length=64)["input_ids"])
+    assert len(encode_conversation(tokenizer, [qa, qa], max_length=2 * one - 1)["input_ids"]) == one
+    with pytest.raises(ValueError, match="longer than max_length"):
+        encode_conversation(tokenizer, [qa], max_length=one - 1)
 
 
 def _sequences(batch: dict[str, torch.Tensor]) -> list[tuple[int, int, int]]:

@@ -23,6 +23,9 @@ from prealign.evaluation import extract_answer, score
         ("number", "17", "7", False),
         ("exact", " Top Left. ", "top left", True),
         ("exact", "top", "top left", False),
+        # A word-level tokenizer decodes "one object. a red circle." with spaces before the stops.
+        ("exact", "one object . a red circle .", "one object. a red circle.", True),
+        ("exact", "one object . a red square .", "one object. a red circle.", False),
     ],
 )
 def test_rules_score_the_key_they_extract(rule, prediction, reference, right):

@@ -36,8 +36,13 @@ def _number(text: str) -> str | None:
     return str(int(value)) if value.is_integer() else str(value)
 
 
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,;:!?])")
+
+
 def _exact(text: str) -> str | None:
-    normalised = " ".join(text.lower().split()).rstrip(".")
+    """The whole text, lower-cased, whitespace collapsed, none before punctuation (word-level
+    tokenizers decode "a circle." as "a circle ."), without a final full stop."""
+    normalised = _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(text.lower().split())).rstrip(".")
     return normalised or None
 
 

@@ -14,14 +14,14 @@ from .language import (
     CAPTION_PROMPTS,
     QA,
     arithmetic,
+    as_messages,
     caption,
-    corpus_segments,
-    corpus_text,
+    corpus_conversation,
     fact,
     scene_question,
     text_scene_question,
 )
-from .scenes import Scene, render, sample_scene
+from .scenes import IMAGE_SIZE, Scene, render, sample_scene
 from .tokenizer import check_vocabulary, nano_texts, nano_tokenizer
 
 BENCHMARK_GROUPS = ("general", "reasoning", "perception", "text")
@@ -30,11 +30,11 @@ BENCHMARK_GROUPS = ("general", "reasoning", "perception", "text")
 @dataclass(frozen=True)
 class NanoDataSpec:
     seed: int = 0
-    image_size: int = 64
+    image_size: int = IMAGE_SIZE
     pretrain: int = 4000  # stage-1 captions
     instruct: int = 4000  # stage-2 conversations
     text_only_fraction: float = 0.1  # of instruct records, as in LLaVA's mix
-    corpus: int = 10000  # text-corpus lines (sequences of questions) for LM pre-training
+    corpus: int = 10000  # text-corpus lines (chat conversations) as the LMs are pre-trained on
     questions_per_line: int = 1  # as the LM training stream asks them
     benchmark: int = 300  # items per benchmark group
     max_objects: int = 4
@@ -74,7 +74,7 @@ def build_pretrain(spec: NanoDataSpec, rng: random.Random, images: _ImageWriter)
             {
                 "id": f"pretrain_{i:06d}",
                 "image": images(scene),
-                "conversations": _turn(prompt, caption(scene, rng), image=True),
+                "conversations": _turn(prompt, caption(scene), image=True),
             }
         )
     return records
@@ -104,8 +104,10 @@ def build_instruct(spec: NanoDataSpec, rng: random.Random, images: _ImageWriter)
 
 
 def corpus_line(rng: random.Random, spec: NanoDataSpec) -> str:
-    """One line of LM pre-training text, from the generator the backbones' training stream draws from."""
-    return corpus_text(corpus_segments(rng, spec.max_objects, spec.questions_per_line))
+    """One JSON line of LM pre-training text (`{"messages": [...]}`, the chat format of the
+    tokenizer's template), from the generator the backbones' training stream draws from."""
+    turns = corpus_conversation(rng, spec.max_objects, spec.questions_per_line)
+    return json.dumps({"messages": as_messages(turns)})
 
 
 def build_benchmarks(spec: NanoDataSpec, rng: random.Random, images: _ImageWriter) -> dict[str, list[dict]]:
@@ -150,7 +152,7 @@ def build_nano_data(out_dir: str | Path, spec: NanoDataSpec | None = None) -> di
         "images": image_root,
         "pretrain": out / "pretrain.json",
         "instruct": out / "instruct.json",
-        "corpus": out / "corpus.txt",
+        "corpus": out / "corpus.jsonl",
         "manifest": out / "manifest.json",
     }
     write_json(

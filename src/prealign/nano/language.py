@@ -1,8 +1,14 @@
-"""Words about scenes: descriptions, captions, questions with answers, arithmetic and invented facts.
+"""Words about scenes: the scene as text, descriptions, questions with answers, arithmetic, facts.
 
 Every question carries its benchmark group (general / reasoning / perception / text), a type and
 the rule that scores it (choice letter, yes/no, number, exact), so training data, text corpus
 and benchmarks all come from one generator.
+
+A scene in text is its grid: one word per cell in reading order (`large_red_circle`, `empty`, ...)
+between two delimiters. That is the layout of an image span - a marker, one vision token per cell
+in the same order, a marker - so a connector has a per-token mapping to learn (patch -> the word of
+its cell), and position in the sequence means position in the scene for text and images alike
+(docs/nano_world.md).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .scenes import COLOURS, SHAPES, Scene, SceneObject, sample_scene
+from .scenes import COLOURS, GRID, SHAPES, SIZES, Scene, SceneObject, sample_scene
 
 LETTERS = "ABCD"
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -28,6 +34,25 @@ class QA:
 
 
 CAPTION_PROMPTS = ("describe the image briefly.", "what is in the picture?", "describe the scene.")
+SCENE_START, SCENE_END = "scene", "end"  # where an image span has its two marker tokens
+EMPTY_CELL = "empty"
+
+
+def cell_word(obj: SceneObject | None) -> str:
+    """One word per cell content (`large_red_circle`, `empty`): what the vision token of the cell
+    should map to."""
+    return EMPTY_CELL if obj is None else f"{obj.size}_{obj.colour}_{obj.shape}"
+
+
+CELL_WORDS = (EMPTY_CELL, *(f"{z}_{c}_{s}" for z in SIZES for c in COLOURS for s in SHAPES))
+
+
+def scene_text(scene: Scene) -> str:
+    """The scene as the LMs read it: one word per grid cell in reading order, between two
+    delimiters - the layout of an image span (`<image_start>`, a token per cell, `<image_end>`)."""
+    by_cell = {(o.row, o.column): o for o in scene.objects}
+    words = [cell_word(by_cell.get((r, c))) for r in range(GRID) for c in range(GRID)]
+    return " ".join([SCENE_START, *words, SCENE_END])
 
 
 def describe(scene: Scene) -> str:
@@ -35,12 +60,11 @@ def describe(scene: Scene) -> str:
     return " ".join(f"a {o.name} at {o.position}." for o in scene.objects)
 
 
-def caption(scene: Scene, rng: random.Random) -> str:
-    """A stage-1 caption: the description, phrased one of a few ways."""
-    lead = rng.choice(["", "the image shows ", "there is ", "in the picture: "])
+def caption(scene: Scene) -> str:
+    """What the LMs answer when asked to describe a scene, and the stage-1 caption of its image:
+    the number of objects, then the description."""
     n = len(scene.objects)
-    head = f"{NUMBER_WORDS[n]} object{'s' if n > 1 else ''}. "
-    return (lead + head + describe(scene)).strip()
+    return f"{NUMBER_WORDS[n]} object{'s' if n > 1 else ''}. {describe(scene)}"
 
 
 def _colour_at(scene: Scene, rng: random.Random) -> QA:
@@ -225,25 +249,48 @@ def fact(rng: random.Random) -> QA:
 
 
 def text_scene_question(scene: Scene, rng: random.Random, weights: tuple[float, ...] | None = None) -> QA:
-    """A scene question with the scene given in words: scene reasoning in the LM's text space."""
+    """A scene question with the scene given as text: scene reasoning in the LM's text space."""
     qa = scene_question(scene, rng, weights=weights)
-    question = f"scene: {describe(scene)} {qa.question}"
+    question = f"{scene_text(scene)} {qa.question}"
     return QA(question, qa.answer, "text", f"text_{qa.kind}", qa.scoring, qa.objects)
 
 
-def corpus_segments(rng: random.Random, max_objects: int, questions: int) -> list[QA]:
-    """One LM pre-training sequence: a scene in words with several questions, or arithmetic, or facts."""
-    kind = rng.random()
-    if kind < 0.8:
+def text_description(scene: Scene, rng: random.Random) -> QA:
+    """A request to describe a scene given as text; the answer is the stage-1 caption."""
+    question = f"{scene_text(scene)} {rng.choice(CAPTION_PROMPTS)}"
+    return QA(question, caption(scene), "text", "text_description", "exact", len(scene.objects))
+
+
+# The LM corpus, by conversation: scene questions (the skills a VLM should carry over to images),
+# descriptions (what stage 1 aligns to; ~15 supervised tokens each against 1-3 for an answer, so
+# a fifth of the conversations is about half the supervised tokens), addition and facts (the text
+# skills whose forgetting is measured).
+CORPUS_MIX = {"scene_question": 0.6, "description": 0.2, "arithmetic": 0.15, "fact": 0.05}
+
+
+def corpus_conversation(rng: random.Random, max_objects: int, questions: int) -> list[QA]:
+    """One LM pre-training conversation of `questions` turns: about one scene (its first turn
+    gives the scene as text), or addition, or facts."""
+    kind = rng.choices(list(CORPUS_MIX), list(CORPUS_MIX.values()))[0]
+    if kind in ("scene_question", "description"):
         scene = sample_scene(rng, max_objects=max_objects)
-        first = text_scene_question(scene, rng, CORPUS_QUESTION_WEIGHTS)
+        first = (
+            text_scene_question(scene, rng, CORPUS_QUESTION_WEIGHTS)
+            if kind == "scene_question"
+            else text_description(scene, rng)
+        )
         return [first] + [
             scene_question(scene, rng, weights=CORPUS_QUESTION_WEIGHTS) for _ in range(questions - 1)
         ]
-    if kind < 0.95:
+    if kind == "arithmetic":
         return [arithmetic(rng, held_out=False) for _ in range(questions)]
     return [fact(rng) for _ in range(questions)]
 
 
-def corpus_text(segments: list[QA]) -> str:
-    return " ".join(f"question: {qa.question} answer: {qa.answer}" for qa in segments)
+def as_messages(turns: list[QA]) -> list[dict[str, str]]:
+    """A conversation in the chat-template format: each question a user turn, its answer the reply."""
+    return [
+        m
+        for qa in turns
+        for m in ({"role": "user", "content": qa.question}, {"role": "assistant", "content": qa.answer})
+    ]

@@ -22,6 +22,8 @@ COLOURS = {
     "orange": (245, 140, 30),
 }
 SIZES = ("small", "large")
+GRID = 3  # cells per side; an image's vision tokens are one per cell (patch = image side / GRID)
+IMAGE_SIZE = 72  # pixels per side: 24 px cells, where the small shapes are still ~11 px wide
 ROWS = ("top", "middle", "bottom")
 COLUMNS = ("left", "centre", "right")
 BACKGROUND = (245, 245, 240)
@@ -59,19 +61,21 @@ class Scene:
 def sample_scene(rng: random.Random, min_objects: int = 1, max_objects: int = 4) -> Scene:
     """Objects in distinct grid cells, reading order (top-left first) so descriptions are canonical."""
     n = rng.randint(min_objects, max_objects)
-    cells = sorted(rng.sample(range(9), n))
+    cells = sorted(rng.sample(range(GRID * GRID), n))
     objects = tuple(
-        SceneObject(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SIZES), cell // 3, cell % 3)
+        SceneObject(
+            rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SIZES), cell // GRID, cell % GRID
+        )
         for cell in cells
     )
     return Scene(objects)
 
 
-def render(scene: Scene, size: int = 64) -> Image.Image:
+def render(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
     """Draw the scene; same scene and size give the same pixels."""
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    cell = size / 3
+    cell = size / GRID
     for obj in scene.objects:
         cx, cy = (obj.column + 0.5) * cell, (obj.row + 0.5) * cell
         r = cell * (0.42 if obj.size == "large" else 0.24)

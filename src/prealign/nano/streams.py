@@ -11,8 +11,8 @@ import random
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .language import QA, caption, corpus_segments
-from .scenes import render, sample_scene
+from .language import QA, as_messages, caption, corpus_conversation
+from .scenes import IMAGE_SIZE, render, sample_scene
 
 
 class _SeededStream(IterableDataset):
@@ -34,12 +34,13 @@ class _SeededStream(IterableDataset):
 
 
 class CorpusStream(_SeededStream):
-    """Sequences of `question: ... answer: X` segments; labels on the answers (and end tokens) only.
+    """Chat conversations (`corpus_conversation`) in the tokenizer's chat template; the LM loss is
+    on the assistant turns (answers and descriptions, with their end-of-turn token).
 
-    The descriptions are random, so their tokens cannot be predicted and would dominate a plain
-    LM loss; supervising answers spends the small model's capacity on reading the scene. One
-    question per scene is the default: asking six per sequence supervises more answers per
-    step, but at equal compute a 1M-parameter LM learned far less (fewer scenes seen).
+    The user turns hold random scenes, which no model can predict: a loss there would spend the
+    small model's capacity on noise. One conversation turn per scene is the default: asking six
+    per sequence supervises more answers per step, but at equal compute a 1M-parameter LM learned
+    far less (fewer scenes seen).
     """
 
     def __init__(
@@ -57,29 +58,29 @@ class CorpusStream(_SeededStream):
 
     def __iter__(self):
         for rng, cap in self._examples():
-            segments = corpus_segments(rng, cap, self.questions_per_sequence)
-            yield encode_qa_sequence(self.tokenizer, segments, self.max_length)
+            turns = corpus_conversation(rng, cap, self.questions_per_sequence)
+            yield encode_conversation(self.tokenizer, turns, self.max_length)
 
 
-def encode_qa_sequence(tokenizer, segments: list[QA], max_length: int) -> dict[str, torch.Tensor]:
-    """`question: Q answer: A<eos>` per segment, answers supervised; whole segments up to max_length."""
-    ids: list[int] = []
-    labels: list[int] = []
-    for qa in segments:
-        prompt = tokenizer(f"question: {qa.question} answer:", add_special_tokens=False)["input_ids"]
-        target = tokenizer(qa.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        if len(ids) + len(prompt) + len(target) > max_length:
-            if not ids:
-                raise ValueError(f"one question is longer than max_length={max_length}: {qa.question!r}")
+def encode_conversation(tokenizer, turns: list[QA], max_length: int) -> dict[str, torch.Tensor]:
+    """Ids of the conversation in the chat template, labels on the assistant turns; whole turns
+    up to max_length."""
+    for n in range(len(turns), 0, -1):
+        encoded = tokenizer.apply_chat_template(
+            as_messages(turns[:n]), tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        if len(encoded["input_ids"]) <= max_length:
             break
-        ids += prompt + target
-        labels += [-100] * len(prompt) + target
-    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+    else:
+        raise ValueError(f"one turn is longer than max_length={max_length}: {turns[0].question!r}")
+    ids = torch.tensor(encoded["input_ids"])
+    mask = torch.tensor(encoded["assistant_masks"], dtype=torch.bool)
+    return {"input_ids": ids, "labels": torch.where(mask, ids, -100)}
 
 
 def encode_qa(tokenizer, qa: QA, max_length: int = 512) -> dict[str, torch.Tensor]:
-    """One question: the format of a sequence's first segment, which evaluation asks."""
-    return encode_qa_sequence(tokenizer, [qa], max_length)
+    """One question and its answer, as evaluation asks it."""
+    return encode_conversation(tokenizer, [qa], max_length)
 
 
 class CaptionStream(_SeededStream):
@@ -91,7 +92,7 @@ class CaptionStream(_SeededStream):
         tokenizer,
         seed: int,
         total: int,
-        image_size: int = 64,
+        image_size: int = IMAGE_SIZE,
         max_objects: int = 4,
         text_length: int = 48,
     ):
@@ -102,7 +103,7 @@ class CaptionStream(_SeededStream):
     def __iter__(self):
         for rng, cap in self._examples():
             scene = sample_scene(rng, max_objects=cap)
-            yield self.encode(render(scene, self.image_size), caption(scene, rng))
+            yield self.encode(render(scene, self.image_size), caption(scene))
 
     def encode(self, image, text: str) -> dict[str, torch.Tensor]:
         # SigLIP's text tower pools the last position, so texts are padded to one fixed length.

@@ -14,12 +14,13 @@ from ..chat_template import CHATML_TEMPLATE
 from .language import (
     ARITHMETIC_MAX,
     CAPTION_PROMPTS,
+    CELL_WORDS,
     FACTS,
     LETTERS,
     NUMBER_WORDS,
+    SCENE_END,
+    SCENE_START,
     caption,
-    corpus_text,
-    fact,
     scene_question,
     text_scene_question,
 )
@@ -58,15 +59,15 @@ def _vocabulary() -> set[str]:
     every sentence template (checked against the written data by `check_vocabulary`)."""
     rng = random.Random("vocabulary")
     texts = [*CHAT_ROLES, *CAPTION_PROMPTS, *(q + " " + a for q, a in FACTS), *NUMBER_WORDS, *LETTERS]
+    texts += [SCENE_START, SCENE_END, *CELL_WORDS]
     texts += [
         f"what is {a} plus {b}? {a + b}" for a in range(ARITHMETIC_MAX + 1) for b in range(ARITHMETIC_MAX + 1)
     ]
     for _ in range(2000):
         scene, distractors = sample_scene(rng), [sample_scene(rng) for _ in range(3)]
-        texts.append(caption(scene, rng))
+        texts.append(caption(scene))
         for qa in (text_scene_question(scene, rng), scene_question(scene, rng, distractors)):
             texts += [qa.question, qa.answer]
-    texts.append(corpus_text([fact(rng)]))
     words: set[str] = set()
     for text in texts:
         words.update(word for word, _ in pre_tokenizers.Whitespace().pre_tokenize_str(text))
@@ -86,7 +87,11 @@ def check_vocabulary(tokenizer, texts: Iterable[str]) -> None:
 
 def nano_texts(paths: dict[str, Path]) -> list[str]:
     """All text the builder wrote: corpus lines, conversation turns, benchmark questions and answers."""
-    texts = paths["corpus"].read_text().splitlines()
+    texts = [
+        message["content"]
+        for line in paths["corpus"].read_text().splitlines()
+        for message in json.loads(line)["messages"]
+    ]
     for key in ("pretrain", "instruct"):
         for record in json.loads(paths[key].read_text()):
             texts += [turn["value"] for turn in record["conversations"]]
