@@ -210,16 +210,33 @@ def nano_backbones(args: argparse.Namespace) -> int:
     from .nano.backbones import TINY_BUDGET, BackboneBudget, build_backbones, format_manifest
 
     budget = TINY_BUDGET if args.tiny else BackboneBudget()
-    print(format_manifest(build_backbones(args.out, seed=args.seed, budget=budget)))
+    print(format_manifest(build_backbones(args.out, seed=args.seed, budget=budget, jobs=args.jobs)))
     return 0
 
 
 def nano_run(args: argparse.Namespace) -> int:
-    """The nano world's main job: data from a seed, backbones (the shipped ones by default) re-checked."""
-    from .nano.run import NanoRun, run_nano
+    """The main job: the paper's experiment in miniature, cached and resumable, ending in a report."""
+    from .nano.protocol import PRESETS, NanoProtocol, run_protocol
 
-    run_nano(NanoRun(out=args.out, seed=args.seed, backbones=args.backbones, check_tolerance=args.tolerance))
+    preset = PRESETS[args.preset]
+    protocol = NanoProtocol(
+        out=Path(args.out),
+        preset=args.preset,
+        variants=tuple(args.variants or preset["variants"]),
+        seeds=tuple(args.seeds or preset["seeds"]),
+        backbones=Path(args.backbones) if args.backbones else None,
+        **({"configs": Path(args.configs)} if args.configs else {}),
+        check_tolerance=args.tolerance,
+    )
+    run_protocol(protocol)
     return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,11 +327,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help="default: see NanoDataSpec")
     p.set_defaults(run=nano_data)
     p = nano.add_parser(
-        "run", help="the main job: nano data + backbones (shipped by default), scores re-checked"
+        "run",
+        help="the main job: the paper's experiment in miniature (data, backbones, perceiver VLM, the "
+        "baseline and the ablation rows through both stages, benchmarks, analyses, report)",
     )
     p.add_argument("out", nargs="?", default="runs/nano", help="output folder (default: runs/nano)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--preset",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: baseline and DPA, one seed (minutes); full: every ablation row, seeds 0,1,2",
+    )
+    p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default: the preset's)")
+    p.add_argument(
+        "--variants", nargs="+", help="the models to train (default: the preset's; baseline needed)"
+    )
     p.add_argument("--backbones", help="a folder from `prealign nano backbones` (default: the shipped ones)")
+    p.add_argument("--configs", help="the nano recipe's YAML folder (default: configs/nano of this checkout)")
     p.add_argument(
         "--tolerance", type=float, default=0.05, help="allowed drift of a re-checked score from the manifest"
     )
@@ -323,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder (finished parts in it are reused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="smallest sizes and a few steps (tests, smoke runs)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="parts made at a time, each in its own process (2 on a 2-core CPU)",
+    )
     p.set_defaults(run=nano_backbones)
     for name, what in (("pretrain-lm", "a Qwen3 LM on the nano corpus"), ("pretrain-vit", "a SigLIP tower")):
         p = nano.add_parser(name, help=f"pre-train {what} (resumes from its last checkpoint)")

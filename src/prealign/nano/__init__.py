@@ -5,7 +5,7 @@ data                          the data sets, benchmarks and corpus written from 
 streams                       the endless training streams the backbones pre-train on
 pretraining                   nano ViT and LM pre-training and their evaluation
 backbones                     `prealign nano backbones`: every backbone, with a manifest
-run                           `prealign nano run`: the main job
+protocol, units, report       `prealign nano run`: the main job, as cached units, and its report
 """
 
 from .data import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data
