@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -291,11 +291,16 @@ def description_items(n: int, seed: int = 12345) -> list:
 def unigram_loss(tokenizer, items: list) -> float:
     """Cross-entropy of the reply tokens under their own unigram frequencies: what a model that
     ignores the prompt can reach at best, the level a caption loss must go well below."""
-    counts: dict[int, int] = defaultdict(int)
+    replies = []
     for qa in items:
         labels = encode_qa(tokenizer, qa)["labels"]
-        for token in labels[labels != -100].tolist():
-            counts[token] += 1
+        replies.append(labels[labels != -100].tolist())
+    return unigram_entropy(replies)
+
+
+def unigram_entropy(sequences: list[list[int]]) -> float:
+    """Nats per token of `sequences` under their own token frequencies."""
+    counts = Counter(token for sequence in sequences for token in sequence)
     total = sum(counts.values())
     return -sum(c * math.log(c / total) for c in counts.values()) / total
 

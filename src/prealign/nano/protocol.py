@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import shutil
 import statistics
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from transformers import AutoTokenizer
 
-from ..training.settings import ModelSettings, TrainSettings, from_dict, read_yaml
+from ..training.settings import ModelSettings, TrainSettings, apply_overrides, from_dict, read_yaml
 from ..variants import VARIANTS
 from .backbones import format_manifest, recheck_backbones, shipped_backbones
 from .data import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data
+from .pretraining import unigram_entropy
 from .units import Units, key_of
 
 # The recipe's YAML files (`configs/nano` of a source checkout); their paths name `runs/nano/...`,
@@ -186,14 +184,12 @@ def _caption_unigram_loss(data_dir: Path) -> float:
     """Nats per token of the stage-1 captions (and their end-of-turn token) under the captions' own
     unigram frequencies: the level a caption loss that learned nothing from the image reaches."""
     tokenizer = AutoTokenizer.from_pretrained(str(data_dir / "tokenizer"))
-    counts: Counter[int] = Counter()
-    for record in json.loads((data_dir / "pretrain.json").read_text()):
-        for turn in record["conversations"][1::2]:
-            counts.update(
-                [*tokenizer(turn["value"], add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
-            )
-    total = sum(counts.values())
-    return -sum(c * math.log(c / total) for c in counts.values()) / total
+    captions = [
+        [*tokenizer(turn["value"], add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        for record in json.loads((data_dir / "pretrain.json").read_text())
+        for turn in record["conversations"][1::2]
+    ]
+    return unigram_entropy(captions)
 
 
 def _stage_settings(protocol: NanoProtocol, name: str, stage: str, seed: int) -> tuple[TrainSettings, dict]:
@@ -202,20 +198,16 @@ def _stage_settings(protocol: NanoProtocol, name: str, stage: str, seed: int) ->
     path = protocol.configs / name / f"{stage}.yaml"
     raw = read_yaml(path)
     raw["seed"] = seed
-    for item in protocol.training_overrides:
-        key, _, value = item.partition("=")
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+    overridden = apply_overrides(raw, list(protocol.training_overrides))
     out = Path(protocol.out).resolve()
     mapping = {
         f"{CONFIG_ROOT}/backbones": str(out / "backbones"),
         f"{CONFIG_ROOT}/data": str(out / f"seed-{seed}" / "data"),
         f"{CONFIG_ROOT}/": str(out / f"seed-{seed}") + "/",
     }
-    settings = from_dict(TrainSettings, _map_paths(raw, mapping), where=str(path))
+    settings = from_dict(
+        TrainSettings, _map_paths(raw, mapping), where=str(path), from_command_line=overridden
+    )
     return settings, raw
 
 

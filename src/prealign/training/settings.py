@@ -101,7 +101,16 @@ def load_settings(path: str | Path, overrides: list[str] = ()) -> TrainSettings:
     the command line for an override.
     """
     raw = read_yaml(Path(path))
-    from_command_line = set()
+    from_command_line = apply_overrides(raw, overrides)
+    settings = from_dict(TrainSettings, raw, where=str(path), from_command_line=from_command_line)
+    if Path(settings.output_dir).is_file():
+        raise ValueError(f"{path}: output_dir={settings.output_dir!r} is a file; it must be a folder.")
+    return settings
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> set[str]:
+    """Set each `a.b=value` (the value read as YAML) in the raw settings; returns the keys set."""
+    keys = set()
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -113,11 +122,8 @@ def load_settings(path: str | Path, overrides: list[str] = ()) -> TrainSettings:
             if not isinstance(node, dict):
                 raise ValueError(f"Override {item!r}: {part!r} is not a section of the settings.")
         node[leaf] = yaml.safe_load(value)
-        from_command_line.add(key)
-    settings = from_dict(TrainSettings, raw, where=str(path), from_command_line=from_command_line)
-    if Path(settings.output_dir).is_file():
-        raise ValueError(f"{path}: output_dir={settings.output_dir!r} is a file; it must be a folder.")
-    return settings
+        keys.add(key)
+    return keys
 
 
 def read_yaml(path: Path) -> dict:
