@@ -38,9 +38,11 @@ lock: test-latest  ## refresh requirements/lock.txt from the newest set, once th
 	{ sed -n '1,2p' requirements/lock.txt; .venv-latest/bin/python -m pip freeze --exclude-editable; } \
 		> requirements/lock.new && mv requirements/lock.new requirements/lock.txt
 
-bench: $(STAMP)  ## speed, measured side by side: nano LM pre-training with padded and with packed batches
+bench: $(STAMP)  ## speed side by side: LM pre-training padded vs packed; baseline vs DPA vs Llava; paper-scale ratios
 	$(PY) benchmarks/nano_lm_padding.py --size perceiver
 	$(PY) benchmarks/nano_lm_padding.py --size target
+	$(VENV)/bin/prealign bench --preset nano --json runs/bench/nano.json
+	$(VENV)/bin/prealign analyze scale
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

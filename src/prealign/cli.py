@@ -110,6 +110,39 @@ def cost_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_command(args: argparse.Namespace) -> int:
+    """Speed side by side: the baseline, DPA and transformers' Llava, interleaved, medians and ratios."""
+    import json
+
+    from tqdm import tqdm
+
+    from .analysis.speed import BenchSettings, folder_contenders, format_bench, preset_contenders, run_bench
+
+    contenders = folder_contenders(args.models, args.names) if args.models else preset_contenders(args.preset)
+    settings = BenchSettings(
+        repeats=args.repeats,
+        new_tokens=args.new_tokens,
+        train_batch=args.train_batch,
+        compile_decode=args.compile,
+    )
+    result = run_bench(contenders, settings, progress=lambda rounds: tqdm(rounds, desc="bench rounds"))
+    print(format_bench(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+        print(f"written to {args.json}")
+    return 0
+
+
+def scale_command(args: argparse.Namespace) -> int:
+    """The paper's cost ratios from its published architectures (meta device, analytic FLOPs)."""
+    from .analysis.paper_scale import Workload, format_scale_table
+
+    workload = Workload(args.patches, args.image_tokens, args.text_tokens, args.new_tokens)
+    print(format_scale_table(workload))
+    return 0
+
+
 def alignment_command(args: argparse.Namespace) -> int:
     """Modality gap per target layer, MIR and layer similarity of saved models on one data file."""
     import json
@@ -240,6 +273,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .analysis.speed import PRESETS as BENCH_PRESETS
+    from .analysis.speed import BenchSettings
     from .variants import VARIANTS
 
     parser = argparse.ArgumentParser(
@@ -305,6 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a saved model folder (with its processor)")
     p.add_argument("--question", default="Describe the image in detail.", help="the prompt's text")
     p.set_defaults(run=cost_command)
+    from .analysis.paper_scale import Workload
+
+    workload = Workload()
+    p = analyze.add_parser(
+        "scale", help="the paper's parameter/FLOP/throughput ratios from published architectures, no weights"
+    )
+    p.add_argument("--patches", type=int, default=workload.patches, help="vision-tower tokens per image")
+    p.add_argument("--image-tokens", type=int, default=workload.image_tokens, help="image span in the LMs")
+    p.add_argument("--text-tokens", type=int, default=workload.text_tokens, help="text tokens per sample")
+    p.add_argument("--new-tokens", type=int, default=workload.new_tokens, help="tokens generated per request")
+    p.set_defaults(run=scale_command)
     p = analyze.add_parser(
         "alignment", help="modality gap per target layer (MIR) and layer similarity, models side by side"
     )
@@ -316,6 +362,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", help="a name per model (default: the folder names)")
     p.add_argument("--out", default="alignment", help="folder for alignment.json and the plots")
     p.set_defaults(run=alignment_command)
+
+    bench_defaults = BenchSettings()
+    p = commands.add_parser(
+        "bench",
+        help="speed side by side: prefill, first token, decode, training step; baseline vs DPA vs Llava",
+    )
+    p.add_argument(
+        "--preset", choices=BENCH_PRESETS, default="tiny", help="models to build (without --models)"
+    )
+    p.add_argument(
+        "--models", nargs="+", help="saved model folders instead of a preset; the first is the reference"
+    )
+    p.add_argument("--names", nargs="+", help="a name per model folder (default: the folder names)")
+    p.add_argument("--repeats", type=int, default=bench_defaults.repeats, help="timed rounds (medians)")
+    p.add_argument("--new-tokens", type=int, default=bench_defaults.new_tokens, help="tokens per generate")
+    p.add_argument(
+        "--train-batch", type=int, default=bench_defaults.train_batch, help="samples per train step"
+    )
+    p.add_argument("--compile", action="store_true", help="also time generation under torch.compile")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(run=bench_command)
 
     nano = commands.add_parser("nano", help="the nano world").add_subparsers(
         dest="nano_command", required=True

@@ -19,6 +19,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..config import PrealignConfig
 from .cache_naming import CACHE_NAME, cache_of, resolve_cache
+from .checks import eager_checks
+from .feature_cache import ImageFeatureCache
 from .parts import load_causal_lm, load_vision_tower
 from .perceiver import PerceiverLM
 from .projectors import build_projector
@@ -66,7 +68,14 @@ class PrealignModel(PrealignPreTrainedModel):
             self.perceiver = None
             self.aligner = None
         self.language_model = AutoModel.from_config(config.text_config)
+        self.image_feature_cache: ImageFeatureCache | None = None
         self.post_init()
+
+    def train(self, mode: bool = True):
+        # Features cached before training describe the old weights.
+        if mode and self.image_feature_cache is not None:
+            self.image_feature_cache.clear()
+        return super().train(mode)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -102,7 +111,35 @@ class PrealignModel(PrealignPreTrainedModel):
         perceiver_input_ids: torch.LongTensor | None = None,
         perceiver_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Features for the target's image spans, flattened in sample -> image -> position order."""
+        """Features for the target's image spans, flattened in sample -> image -> position order.
+
+        With an image feature cache (inference only, not under early fusion) images seen before are
+        looked up by content and only the others go through the vision tower and the perceiver.
+        """
+        cache = self.image_feature_cache
+        if cache is None or self.config.early_fusion or self.training or torch.is_grad_enabled():
+            return self._compute_image_features(pixel_values, perceiver_input_ids, perceiver_attention_mask)
+        keys = [cache.key(pixels) for pixels in pixel_values]
+        found = [cache.get(key) for key in keys]
+        missing = [i for i, features in enumerate(found) if features is None]
+        if missing:
+            picked = torch.tensor(missing, device=pixel_values.device)
+            computed = self._compute_image_features(
+                pixel_values[picked],
+                None if perceiver_input_ids is None else perceiver_input_ids[picked],
+                None if perceiver_attention_mask is None else perceiver_attention_mask[picked],
+            ).unflatten(0, (len(missing), -1))
+            for i, features in zip(missing, computed, strict=True):
+                cache.put(keys[i], features)
+                found[i] = features
+        return torch.cat(found)
+
+    def _compute_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        perceiver_input_ids: torch.LongTensor | None,
+        perceiver_attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         features = self.get_vision_features(pixel_values)
         if not self.config.is_dpa:
             return features.flatten(0, 1)
@@ -162,6 +199,7 @@ class PrealignModel(PrealignPreTrainedModel):
                 inputs_embeds = self._write_image_features(input_ids, inputs_embeds, image_features)
             elif (
                 prefill
+                and eager_checks()
                 and self.config.image_token_id is not None
                 and (n_placeholders := int((input_ids == self.config.image_token_id).sum()))
             ):
@@ -184,8 +222,8 @@ class PrealignModel(PrealignPreTrainedModel):
 
     def _write_image_features(self, input_ids, inputs_embeds, image_features) -> torch.Tensor:
         span_mask = self.image_span_mask(input_ids)
-        n_positions, n_features = int(span_mask.sum()), image_features.shape[0]
-        if n_positions != n_features:
+        n_features = image_features.shape[0]
+        if eager_checks() and (n_positions := int(span_mask.sum())) != n_features:
             per_image = self.config.image_span_length
             raise ValueError(
                 f"Image positions and image features do not match: input_ids hold {n_positions} image-span "
@@ -220,6 +258,16 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
 
     def get_image_features(self, pixel_values, perceiver_input_ids=None, perceiver_attention_mask=None):
         return self.model.get_image_features(pixel_values, perceiver_input_ids, perceiver_attention_mask)
+
+    def enable_image_feature_cache(self, max_images: int = 64) -> ImageFeatureCache:
+        """Reuse each image's features across calls (a chat's later turns, several questions about
+        one image): inference only; early fusion, whose features depend on the instruction, never
+        uses it. Returns the cache (its `hits` and `misses` count lookups)."""
+        self.model.image_feature_cache = ImageFeatureCache(max_images)
+        return self.model.image_feature_cache
+
+    def disable_image_feature_cache(self) -> None:
+        self.model.image_feature_cache = None
 
     def forward(
         self,

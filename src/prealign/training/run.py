@@ -146,6 +146,8 @@ def training_arguments(settings: TrainSettings, recipe, wrap_classes: list[str] 
         seed=settings.seed,
         data_seed=settings.seed,
         dataloader_num_workers=settings.dataloader_num_workers,
+        # Loader processes kept across epochs: forking them anew costs seconds at every epoch start.
+        dataloader_persistent_workers=settings.dataloader_num_workers > 0,
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
