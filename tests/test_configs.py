@@ -78,4 +78,4 @@ def test_prealign_train_command_runs_a_stage(tmp_path):
     trained = PrealignForConditionalGeneration.from_pretrained(tmp_path / "out")
     before = PrealignForConditionalGeneration.from_pretrained(checkpoint)
     assert not (trained.model.aligner[0].weight == before.model.aligner[0].weight).all()
-    assert (tmp_path / "out/prealign_processor.json").is_file()
+    assert (tmp_path / "out/processor_config.json").is_file()

@@ -110,5 +110,48 @@ def test_separate_perceiver_tokenizer_round_trips(tmp_path, images):
 
 
 def test_loading_a_folder_without_processor_settings_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"prealign_processor\.json"):
+    with pytest.raises(FileNotFoundError, match=r"processor_config\.json"):
+        PrealignProcessor.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("early_fusion", [False, True])
+def test_auto_processor_loads_a_saved_models_processor_configured_by_its_config(
+    tmp_path, images, early_fusion
+):
+    from transformers import AutoProcessor
+
+    model, processor = tiny_model("dpa", early_fusion=early_fusion)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, PrealignProcessor)
+    assert (loaded.num_image_tokens, loaded.use_perceiver, loaded.early_fusion) == (
+        model.config.image_seq_length,
+        True,
+        early_fusion,
+    )
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it?"}]}]
+    text = loaded.apply_chat_template(messages)
+    instructions = [loaded.perceiver_instruction(messages)]
+    assert instructions == ["what is it?"]
+    batch = loaded(images=images[:1], text=[text], instructions=instructions)
+    expected = processor([text], images=images[:1], instructions=instructions)
+    assert batch.keys() == expected.keys()
+    for key in batch:
+        assert torch.equal(batch[key], expected[key]), key
+
+
+def test_a_processor_file_that_disagrees_with_the_models_config_is_an_error(tmp_path):
+    import json
+
+    from prealign.processing import PROCESSOR_FILE
+
+    model, processor = tiny_model("dpa")
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    settings = json.loads((tmp_path / PROCESSOR_FILE).read_text())
+    (tmp_path / PROCESSOR_FILE).write_text(json.dumps({**settings, "early_fusion": True}))
+    with pytest.raises(
+        ValueError, match=r"processor_config\.json says early_fusion=True but the model config"
+    ):
         PrealignProcessor.from_pretrained(tmp_path)

@@ -248,3 +248,19 @@ def test_an_align_batch_without_images_trains_nothing_and_does_not_crash(workspa
     trainer.train()
     assert trainer.state.global_step == 3
     assert changed_parts(before, trainer.model) == set()
+
+
+def test_a_stage_writes_its_loss_curve_and_passes_report_to_through(workspace):
+    from PIL import Image
+
+    from prealign.training.curves import LOSS_PLOT
+    from prealign.training.recipes import RECIPES
+    from prealign.training.run import training_arguments
+
+    tmp_path, data = workspace
+    settings = settings_for(tmp_path, data, save_tiny(tmp_path / "ckpt"))
+    train(settings)
+    with Image.open(tmp_path / "run_finetune" / LOSS_PLOT) as plot:
+        assert plot.format == "PNG" and plot.width > 100
+    logged = settings_for(tmp_path, data, tmp_path / "ckpt", report_to="tensorboard")
+    assert training_arguments(logged, RECIPES["finetune"], []).report_to == ["tensorboard"]

@@ -1,6 +1,6 @@
 """prealign: Deep Pre-Alignment (DPA) for vision-language models, with the LLaVA baseline."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from .config import PrealignConfig
 from .modeling import PrealignForConditionalGeneration, PrealignModel
@@ -11,5 +11,6 @@ __version__ = "0.1.0"
 AutoConfig.register(PrealignConfig.model_type, PrealignConfig, exist_ok=True)
 AutoModel.register(PrealignConfig, PrealignModel, exist_ok=True)
 AutoModelForImageTextToText.register(PrealignConfig, PrealignForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(PrealignConfig, PrealignProcessor, exist_ok=True)
 
 __all__ = ["PrealignConfig", "PrealignForConditionalGeneration", "PrealignModel", "PrealignProcessor"]

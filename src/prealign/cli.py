@@ -190,6 +190,31 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _conversations(args: argparse.Namespace):
+    from .modeling import PrealignForConditionalGeneration
+    from .processing import PrealignProcessor
+    from .serving.conversation import Conversations
+
+    model = PrealignForConditionalGeneration.from_pretrained(args.model)
+    return Conversations(model, PrealignProcessor.from_pretrained(args.model), args.feature_cache_images)
+
+
+def chat_command(args: argparse.Namespace) -> int:
+    """Talk to a saved model in the terminal."""
+    from .serving.terminal import run_chat
+
+    run_chat(_conversations(args), sys.stdin, sys.stdout, args.max_new_tokens, args.temperature, args.system)
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Serve a saved model over an OpenAI-compatible HTTP API."""
+    from .serving.openai_server import serve
+
+    serve(_conversations(args), args.name or Path(args.model).name, args.host, args.port, args.max_new_tokens)
+    return 0
+
+
 def nano_data(args: argparse.Namespace) -> int:
     """Generate the nano world's data sets, benchmarks, text corpus and tokenizer."""
     import dataclasses
@@ -275,6 +300,8 @@ def _int_list(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     from .analysis.speed import PRESETS as BENCH_PRESETS
     from .analysis.speed import BenchSettings
+    from .export import PARTS as EXPORT_PARTS
+    from .serving.conversation import DEFAULT_FEATURE_CACHE_IMAGES, DEFAULT_MAX_NEW_TOKENS
     from .variants import VARIANTS
 
     parser = argparse.ArgumentParser(
@@ -326,12 +353,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=report_command)
 
     p = commands.add_parser(
-        "export", help="write a part of a saved model as a standalone HF folder (target-lm: a causal LM)"
+        "export",
+        help="write a part of a saved model as a standalone HF folder (target-lm: a causal LM; "
+        "perceiver: a DPA model's perceiver as a small VLM)",
     )
     p.add_argument("model", help="a saved model folder (with its processor)")
     p.add_argument("out", help="output folder")
-    p.add_argument("--part", choices=["target-lm"], default="target-lm")
+    p.add_argument("--part", choices=EXPORT_PARTS, default=EXPORT_PARTS[0])
     p.set_defaults(run=export_command)
+
+    def conversation_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", help="a saved model folder (with its processor)")
+        p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+        p.add_argument(
+            "--feature-cache-images",
+            type=int,
+            default=DEFAULT_FEATURE_CACHE_IMAGES,
+            help="images whose features are kept for later turns (0: none)",
+        )
+
+    p = commands.add_parser("chat", help="talk to a saved model in the terminal (multi-turn, images by path)")
+    conversation_arguments(p)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
+    p.add_argument("--system", default=None, help="a system message that starts the conversation")
+    p.set_defaults(run=chat_command)
+
+    p = commands.add_parser(
+        "serve", help="serve a saved model as an OpenAI-compatible /v1/chat/completions endpoint"
+    )
+    conversation_arguments(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--name", default=None, help="the model's name in the API (default: the folder's name)")
+    p.set_defaults(run=serve_command)
 
     analyze = commands.add_parser("analyze", help="analyses of a saved model").add_subparsers(
         dest="analyze_command", required=True

@@ -2,7 +2,9 @@
 
 The target LM (with the tokenizer the VLM was trained with, image tokens included) loads with
 `AutoModelForCausalLM` / `AutoTokenizer`, so text-only harnesses can measure what VLM training
-did to its language skills. A baseline is also transformers' own `LlavaForConditionalGeneration`
+did to its language skills. A DPA model's perceiver (vision tower, phi_p, small LM) is a small VLM
+of its own: it exports as a baseline-class prealign model with its processor, whose hidden states
+over an image span are the perceiver's. A baseline is also transformers' own `LlavaForConditionalGeneration`
 with the same weights (`as_transformers_llava`): the peer our baseline is checked and timed against.
 """
 
@@ -11,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import LlavaConfig, LlavaForConditionalGeneration
+from transformers import AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
 
 from .modeling import PrealignForConditionalGeneration
 from .processing import PrealignProcessor
 
-PARTS = ("target-lm",)
+PARTS = ("target-lm", "perceiver")
 
 
 def export_part(model_dir: str | Path, part: str, out: str | Path) -> Path:
@@ -28,9 +30,55 @@ def export_part(model_dir: str | Path, part: str, out: str | Path) -> Path:
         raise FileExistsError(f"Cannot export to {out}: it is a file, not a folder.")
     model = PrealignForConditionalGeneration.from_pretrained(model_dir)
     processor = PrealignProcessor.from_pretrained(model_dir)
+    if part == "perceiver":
+        vlm, vlm_processor = perceiver_vlm(model, processor)
+        vlm.save_pretrained(out)
+        vlm_processor.save_pretrained(out)
+        return out
     model.target_lm().save_pretrained(out)
     processor.tokenizer.save_pretrained(out)
     return out
+
+
+def perceiver_vlm(
+    model: PrealignForConditionalGeneration, processor: PrealignProcessor
+) -> tuple[PrealignForConditionalGeneration, PrealignProcessor]:
+    """A DPA model's perceiver as a standalone small VLM (the baseline class, the small LM as its
+    target) and its processor; the VLM adopts the DPA model's modules rather than copying them.
+
+    The small LM's output head is its input embedding when its config ties them (Qwen3-0.6B and the
+    nano perceiver do); DPA does not keep an untied head, so such a perceiver has none to export.
+    """
+    config = model.config
+    if not config.is_dpa:
+        raise ValueError("Only a DPA model has a perceiver to export; this is a baseline.")
+    perceiver = model.model.perceiver
+    if perceiver.blocks != "lm":
+        raise ValueError(
+            f"This DPA model's perceiver has no LM (perceiver_blocks={perceiver.blocks!r}): "
+            "nothing to export."
+        )
+    lm_config = config.perceiver_text_config
+    if not lm_config.tie_word_embeddings:
+        raise ValueError(
+            "The perceiver LM does not tie its output head to its embeddings, and a DPA model keeps no "
+            "untied head: its perceiver cannot answer in words on its own."
+        )
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(lm_config)
+    setattr(lm, lm.base_model_prefix, perceiver.language_model)
+    lm.get_output_embeddings().weight = perceiver.language_model.get_input_embeddings().weight
+    vlm_processor = PrealignProcessor(processor.image_processor, processor.perceiver_tokenizer)
+    vlm = PrealignForConditionalGeneration.from_parts(
+        vision_model=model.model.vision_tower,
+        text_model=lm,
+        processor=vlm_processor,
+        projector_type=config.projector_type,
+        vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+    )
+    vlm.model.projector = model.model.projector
+    return vlm.eval(), vlm_processor
 
 
 # Our feature selection -> Llava's name for it ("default" drops the CLS position).

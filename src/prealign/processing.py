@@ -16,7 +16,16 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 
-PROCESSOR_FILE = "prealign_processor.json"
+# transformers' processor file name, so that `AutoProcessor.from_pretrained` finds the class in it.
+PROCESSOR_FILE = "processor_config.json"
+LEGACY_PROCESSOR_FILE = "prealign_processor.json"  # what prealign 0.1 wrote
+MODEL_CONFIG_FILE = "config.json"
+# Settings that describe the model, not the processor: a saved model's config is their source.
+MODEL_SETTINGS = {
+    "num_image_tokens": "image_seq_length",
+    "use_perceiver": "is_dpa",
+    "early_fusion": "early_fusion",
+}
 PERCEIVER_TOKENIZER_DIR = "perceiver_tokenizer"
 
 
@@ -85,12 +94,42 @@ class PrealignProcessor:
         span = self.image_start_token + self.image_token * self.num_image_tokens + self.image_end_token
         return span.join(text.split(self.image_token))
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> str:
-        """The target tokenizer's chat template over messages; image parts become `<image>` placeholders."""
+    def apply_chat_template(
+        self,
+        messages: list[dict],
+        add_generation_prompt: bool = True,
+        tokenize: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> str | BatchFeature:
+        """The target tokenizer's chat template over messages; image parts become `<image>`
+        placeholders. With `tokenize=True`, as transformers' processors do, the model inputs
+        instead: the images come from the image parts (`{"type": "image", "image": PIL image}`)
+        and the perceiver's instruction from the messages."""
         flat = [{**m, "content": self._content_text(m["content"])} for m in messages]
-        return self.tokenizer.apply_chat_template(
+        text = self.tokenizer.apply_chat_template(
             flat, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
         )
+        if not tokenize:
+            return text
+        if not return_dict:
+            raise ValueError("apply_chat_template(tokenize=True) returns the model inputs as a dict.")
+        images = [
+            part["image"]
+            for m in messages
+            if not isinstance(m["content"], str)
+            for part in m["content"]
+            if part.get("type") == "image"
+        ]
+        if any(image is None for image in images):
+            raise ValueError("An image part needs its image to tokenize: {'type': 'image', 'image': ...}.")
+        return self(text, images=images or None, instructions=[self.perceiver_instruction(messages)])
+
+    def perceiver_instruction(self, messages: list[dict]) -> str:
+        """What an early-fusion perceiver reads before each image of a conversation: its first user
+        turn without the placeholders (training, evaluation and chat all derive it here)."""
+        first = next((m["content"] for m in messages if m["role"] == "user"), "")
+        return self._content_text(first).replace(self.image_token, "").strip()
 
     def _content_text(self, content) -> str:
         if isinstance(content, str):
@@ -204,6 +243,7 @@ class PrealignProcessor:
         if self.has_separate_perceiver_tokenizer:
             self.perceiver_tokenizer.save_pretrained(directory / PERCEIVER_TOKENIZER_DIR)
         settings = {
+            "processor_class": type(self).__name__,
             "num_image_tokens": self.num_image_tokens,
             "use_perceiver": self.use_perceiver,
             "early_fusion": self.early_fusion,
@@ -214,12 +254,27 @@ class PrealignProcessor:
         (directory / PROCESSOR_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> PrealignProcessor:
+    def from_pretrained(cls, directory: str | Path, **hub_kwargs) -> PrealignProcessor:
+        """Load a processor saved by `save_pretrained` (a local folder, or a hub id on a machine
+        that can reach the hub). Beside a saved model, the model's config is the source of its
+        span length, perceiver and early fusion; a processor file that disagrees is an error."""
         directory = Path(directory)
+        if not directory.is_dir():
+            from huggingface_hub import snapshot_download
+
+            hub = {k: v for k, v in hub_kwargs.items() if k in ("revision", "token", "cache_dir")}
+            directory = Path(snapshot_download(str(directory), **hub))
         settings_file = directory / PROCESSOR_FILE
+        if not settings_file.is_file() and (directory / LEGACY_PROCESSOR_FILE).is_file():
+            settings_file = directory / LEGACY_PROCESSOR_FILE
         if not settings_file.is_file():
-            raise FileNotFoundError(f"{settings_file} not found: not a folder saved by PrealignProcessor.")
+            raise FileNotFoundError(
+                f"{directory / PROCESSOR_FILE} not found: not a folder saved by PrealignProcessor."
+            )
         settings = json.loads(settings_file.read_text())
+        if settings.pop("processor_class", cls.__name__) != cls.__name__:
+            raise ValueError(f"{settings_file} is not a {cls.__name__} file (processor_class).")
+        settings.update(_model_settings(directory, settings, settings_file))
         perceiver_dir = directory / PERCEIVER_TOKENIZER_DIR
         return cls(
             AutoImageProcessor.from_pretrained(directory),
@@ -227,6 +282,28 @@ class PrealignProcessor:
             AutoTokenizer.from_pretrained(perceiver_dir) if perceiver_dir.is_dir() else None,
             **settings,
         )
+
+
+def _model_settings(directory: Path, settings: dict, settings_file: Path) -> dict:
+    """The model-dependent settings from a prealign model config saved in `directory` (none when
+    there is no such config), checked against the processor file's copies."""
+    config_file = directory / MODEL_CONFIG_FILE
+    if not config_file.is_file():
+        return {}
+    from .config import PrealignConfig
+
+    if json.loads(config_file.read_text()).get("model_type") != PrealignConfig.model_type:
+        return {}
+    config = PrealignConfig.from_pretrained(directory)
+    from_config = {key: getattr(config, field) for key, field in MODEL_SETTINGS.items()}
+    for key, value in from_config.items():
+        if key in settings and settings[key] is not None and settings[key] != value:
+            raise ValueError(
+                f"{settings_file} says {key}={settings[key]!r} but the model config {config_file} says "
+                f"{MODEL_SETTINGS[key]}={value!r}: the processor would build inputs for another model. "
+                "Save the processor again with the model, or fix the file."
+            )
+    return from_config
 
 
 def left_pad(sequences: list[list[int]], pad_id: int, ids_key: str, mask_key: str) -> dict[str, torch.Tensor]:

@@ -83,7 +83,11 @@ def tiny_image_processor(kind: VisionKind = "siglip", image_size: int = 32):
 
 
 def tiny_causal_lm(
-    kind: LMKind = "qwen3", vocab_size: int = 384, hidden_size: int = 32, num_layers: int = 2
+    kind: LMKind = "qwen3",
+    vocab_size: int = 384,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    tie_word_embeddings: bool = False,
 ) -> PreTrainedModel:
     # A wide init (0.02 is the usual) so that attention really mixes positions: with tiny weights
     # the residual stream dominates and a bug such as a padding leak moves outputs by only ~1e-6.
@@ -97,7 +101,7 @@ def tiny_causal_lm(
         num_key_value_heads=2,
         head_dim=hidden_size // 4,
         max_position_embeddings=512,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=None,
         eos_token_id=None,
         pad_token_id=None,

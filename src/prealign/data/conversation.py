@@ -85,12 +85,6 @@ def to_messages(record: dict, file, name: str, image_token: str) -> list[dict]:
     return messages
 
 
-def first_instruction(messages: list[dict], image_token: str) -> str:
-    """What an early-fusion perceiver reads: the first user turn without its placeholders."""
-    first = next((m["content"] for m in messages if m["role"] == "user"), "")
-    return first.replace(image_token, "").strip()
-
-
 def encode_chat(messages: list[dict], processor: PrealignProcessor) -> tuple[list[int], list[int]]:
     """Token ids and labels of a conversation rendered by the target tokenizer's chat template.
 

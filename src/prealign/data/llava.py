@@ -20,7 +20,6 @@ from .conversation import (
     encode_chat,
     encode_plain,
     expand_images,
-    first_instruction,
     to_messages,
     truncate,
 )
@@ -157,9 +156,7 @@ class LlavaDataset(Dataset):
             )
         if all(label == IGNORE_INDEX for label in labels):
             raise RecordSkipped("no_supervised_tokens", "no assistant token is left to learn from")
-        return EncodedSample(
-            ids, labels, len(paths), first_instruction(messages, processor.image_token), trimmed
-        )
+        return EncodedSample(ids, labels, len(paths), processor.perceiver_instruction(messages), trimmed)
 
     def approximate_lengths(self) -> list[int]:
         """Cheap per-sample length estimates (words + image spans) for length-grouped batching.

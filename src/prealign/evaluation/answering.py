@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from ..serving.conversation import cut_at_stop
+
 
 def user_turn(question: str, num_images: int, image_token: str) -> list[dict]:
     """The user turn: the images first, as in LLaVA-format training data, unless the question
@@ -20,10 +22,6 @@ def user_turn(question: str, num_images: int, image_token: str) -> list[dict]:
     if placed != num_images:
         raise ValueError(f"the question places {placed} {image_token} placeholders for {num_images} image(s)")
     return [{"role": "user", "content": question}]
-
-
-def _instruction(question: str, image_token: str) -> str:
-    return question.replace(image_token, "").strip()
 
 
 @torch.no_grad()
@@ -38,14 +36,12 @@ def generate_answers(
     """Greedy answers, left-padded so that every answer starts at the same column; each is cut
     at the first stop string."""
     image_token = processor.image_token
-    texts = [
-        processor.apply_chat_template(user_turn(q, len(imgs), image_token))
-        for q, imgs in zip(questions, images, strict=True)
-    ]
+    turns = [user_turn(q, len(imgs), image_token) for q, imgs in zip(questions, images, strict=True)]
+    texts = [processor.apply_chat_template(turn) for turn in turns]
     inputs = processor(
         texts,
         images=[list(imgs) for imgs in images],
-        instructions=[_instruction(q, image_token) for q in questions],
+        instructions=[processor.perceiver_instruction(turn) for turn in turns],
         padding_side="left",
     ).to(model.device)
     tokenizer = processor.tokenizer
@@ -57,12 +53,7 @@ def generate_answers(
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
     answers = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [_cut(answer, stop) for answer in answers]
-
-
-def _cut(answer: str, stop: Sequence[str]) -> str:
-    ends = [answer.find(s) for s in stop if s and s in answer]
-    return answer[: min(ends)] if ends else answer
+    return [cut_at_stop(answer, stop) for answer in answers]
 
 
 @torch.no_grad()
@@ -77,10 +68,8 @@ def continuation_loglikelihoods(
     and whether greedy decoding would produce exactly those tokens."""
     image_token = processor.image_token
     tokenizer = processor.tokenizer
-    prompts = [
-        processor.apply_chat_template(user_turn(q, len(imgs), image_token))
-        for q, imgs in zip(questions, images, strict=True)
-    ]
+    turns = [user_turn(q, len(imgs), image_token) for q, imgs in zip(questions, images, strict=True)]
+    prompts = [processor.apply_chat_template(turn) for turn in turns]
     lengths = []
     for prompt, continuation in zip(prompts, continuations, strict=True):
         head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -93,7 +82,7 @@ def continuation_loglikelihoods(
     inputs = processor(
         [p + c for p, c in zip(prompts, continuations, strict=True)],
         images=[list(imgs) for imgs in images],
-        instructions=[_instruction(q, image_token) for q in questions],
+        instructions=[processor.perceiver_instruction(turn) for turn in turns],
         padding_side="right",
     ).to(model.device)
     logprobs = model(**inputs).logits.float().log_softmax(-1)

@@ -3,7 +3,9 @@
 `report.json` (schema below) is the source; `report.md` and the README's nano section are
 rendered from it.
 
-    {"preset": str | null, "seeds": [int], "variants": [str], "wall_s": float,
+    {"preset": str | null, "seeds": [int], "variants": [str],
+     "wall_s": float,      # this invocation (a resumed run reuses what an earlier one made)
+     "compute_s": float,   # every unit's wall time when it was made: what the whole run cost
      "models": {name: {"seeds": {seed: ROW}, "mean": ROW, "std": ROW, "delta_vs_baseline": ROW,
                        "forgetting": {"mean": float, "std": float},
                        "kinds": {kind: {"accuracy": float, "majority": float}}}},   # mean over seeds
@@ -27,6 +29,7 @@ import shutil
 import statistics
 from pathlib import Path
 
+from ..training.curves import draw_loss_curves
 from .data import BENCHMARK_GROUPS
 
 MULTIMODAL = ("general", "reasoning", "perception")
@@ -104,6 +107,7 @@ def build_report(protocol, results: dict) -> dict:
         "seeds": seeds,
         "variants": list(protocol.variants),
         "wall_s": results["wall_s"],
+        "compute_s": round(sum(u["wall_s"] for u in results["units"].values()), 1),
         "models": models,
         "reference_text": {"mean": ref_mean, "std": ref_std},
         "stage1_caption_loss": {n: {"mean": m, "std": sd} for n, (m, sd) in stage1.items()},
@@ -271,9 +275,10 @@ def claims_table(report: dict) -> list[str]:
 def summary_line(report: dict) -> str:
     seeds = ", ".join(map(str, report["seeds"]))
     return (
-        f"Preset {report['preset'] or 'custom'}; seeds {seeds}; {report['wall_s'] / 60:.1f} min. Accuracy in "
-        "points (mean ± std over seeds) on the held-out nano benchmarks; Multi Avg = mean of General, "
-        "Reasoning, Perception; All Avg = mean of all four."
+        f"Preset {report['preset'] or 'custom'}; seeds {seeds}; {report['compute_s'] / 60:.1f} min of "
+        "compute (the units' wall times when made). Accuracy in points (mean ± std over seeds) on the "
+        "held-out nano benchmarks; Multi Avg = mean of General, Reasoning, Perception; All Avg = mean of "
+        "all four."
     )
 
 
@@ -379,15 +384,10 @@ def plot_training_curves(results: dict, path: Path) -> Path:
 
     fig = Figure(figsize=(9, 3.4), dpi=120, layout="constrained")
     axes = fig.subplots(1, 2)
-    first = next(iter(results["seeds"].values()))
+    seed, first = next(iter(results["seeds"].items()))
     for ax, stage in zip(axes, ("stage1", "stage2"), strict=True):
-        for name, model in first["models"].items():
-            curve = model["training"][stage]["loss_curve"]
-            if curve:
-                ax.plot([s for s, _ in curve], [v for _, v in curve], label=name)
-        ax.set_title(f"{stage} training loss (seed {next(iter(results['seeds']))})")
-        ax.set_xlabel("step")
-        ax.set_yscale("log")
+        curves = {name: model["training"][stage]["loss_curve"] for name, model in first["models"].items()}
+        draw_loss_curves(ax, curves, f"{stage} training loss (seed {seed})")
     axes[1].legend(fontsize=7)
     fig.savefig(path)
     return path

@@ -15,6 +15,7 @@ from ..modeling import PrealignForConditionalGeneration
 from ..modeling.parts import load_causal_lm
 from ..processing import PrealignProcessor
 from ..variants import VARIANTS
+from .curves import write_loss_plot
 from .distributed import block_class_names, release_process_group
 from .initialization import dpa_from_perceiver_vlm, reinitialize_perceiver_lm
 from .recipes import LORA_LEARNING_RATE, RECIPES, apply_stage
@@ -202,6 +203,8 @@ def train(settings: TrainSettings) -> PrealignTrainer:
         print(f"resuming from {resume} (the newest complete checkpoint in {settings.output_dir})")
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(settings.output_dir)
+    if trainer.is_world_process_zero():
+        write_loss_plot(trainer.state.log_history, settings.output_dir)
     return trainer
 
 

@@ -1,0 +1,229 @@
+"""`prealign serve MODEL`: an OpenAI-compatible chat-completions endpoint (FastAPI + uvicorn).
+
+`POST /v1/chat/completions` takes the OpenAI request - messages whose content is a string or a
+list of `text` and `image_url` parts (images as `data:` URLs; the server fetches nothing), plus
+`max_tokens` / `max_completion_tokens`, `temperature` (absent or 0: greedy), `top_p`, `stop` and
+`stream` - and answers in OpenAI's shape, streamed as server-sent events when asked. Requests are
+answered one at a time by one model; a request that repeats the previous one's history reuses its
+KV cache. A request that cannot be answered as sent gets a 400 naming the message and part.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from transformers import TextIteratorStreamer
+
+try:
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.concurrency import run_in_threadpool
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f"prealign serve needs FastAPI and uvicorn ({missing.name} is not installed): "
+        "pip install 'prealign[serve]'"
+    ) from missing
+
+from .conversation import (
+    DEFAULT_MAX_NEW_TOKENS,
+    ConversationError,
+    Conversations,
+    cut_at_stop,
+    normalize_messages,
+)
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind}})
+
+
+def decode_image_url(url: Any, where: str) -> Image.Image:
+    """An image from a `data:image/...;base64,...` URL."""
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise ConversationError(
+            f"{where}: only data URLs (data:image/png;base64,...) are accepted; the server fetches nothing"
+        )
+    header, _, payload = url.partition(",")
+    if not header.endswith(";base64") or not payload:
+        raise ConversationError(f"{where}: the data URL is not base64-encoded (data:<type>;base64,<data>)")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+        with Image.open(io.BytesIO(raw)) as image:
+            return image.convert("RGB")
+    except (binascii.Error, ValueError) as error:
+        raise ConversationError(f"{where}: the data URL's base64 payload is malformed ({error})") from error
+    except (UnidentifiedImageError, OSError) as error:
+        raise ConversationError(f"{where}: the data URL does not hold a readable image ({error})") from error
+
+
+def openai_messages(messages: Any) -> list[dict]:
+    """OpenAI chat messages in the `Conversations` format (image parts decoded)."""
+    if not isinstance(messages, list):
+        raise ConversationError("messages must be a list")
+    converted = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ConversationError(f"messages[{i}] must be an object with role and content")
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = []
+            for j, part in enumerate(content):
+                where = f"messages[{i}].content[{j}]"
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    url = part.get("image_url")
+                    url = url.get("url") if isinstance(url, dict) else url
+                    parts.append({"type": "image", "image": decode_image_url(url, where)})
+                elif isinstance(part, dict) and part.get("type") == "text":
+                    parts.append({"type": "text", "text": part.get("text")})
+                else:
+                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                    raise ConversationError(f"{where}: unsupported content part {kind!r} (text or image_url)")
+            content = parts
+        converted.append({"role": message.get("role"), "content": content})
+    normalize_messages(converted)  # every remaining check, before anything is generated
+    return converted
+
+
+def _generation_options(body: dict, default_max_tokens: int) -> dict:
+    if body.get("n", 1) != 1:
+        raise ConversationError("n must be 1: one reply per request")
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens
+    stop = body.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ConversationError("max_tokens must be a positive integer")
+    if not all(isinstance(s, str) for s in stop):
+        raise ConversationError("stop must be a string or a list of strings")
+    return {
+        "max_new_tokens": max_tokens,
+        "temperature": float(body.get("temperature") or 0.0),
+        "top_p": float(body.get("top_p") or 1.0),
+        "stop": stop,
+    }
+
+
+def create_app(
+    conversations: Conversations, model_name: str, default_max_tokens: int = DEFAULT_MAX_NEW_TOKENS
+) -> FastAPI:
+    """The FastAPI app serving `conversations`' model as `model_name`; a request without
+    `max_tokens` generates at most `default_max_tokens`."""
+    app = FastAPI(title="prealign", description="OpenAI-compatible chat completions for a prealign model")
+    lock = threading.Lock()  # one model, one request at a time
+
+    def answer(messages, options, streamer=None):
+        with lock:
+            return conversations.reply(messages, streamer=streamer, **options)
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "prealign"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the request body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        try:
+            messages = openai_messages(body.get("messages"))
+            options = _generation_options(body, default_max_tokens)
+        except ConversationError as error:
+            return _error(400, str(error))
+        created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
+        if body.get("stream"):
+            chunks = _stream(answer, messages, options, conversations, completion_id, created, model_name)
+            return StreamingResponse(chunks, media_type="text/event-stream")
+        try:
+            reply = await run_in_threadpool(answer, messages, options)
+        except ConversationError as error:
+            raise HTTPException(400, str(error)) from error
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text},
+                    "finish_reason": reply.finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+            },
+        }
+
+    return app
+
+
+def _stream(answer, messages, options, conversations, completion_id, created, model_name) -> Iterator[str]:
+    """Server-sent events: a role chunk, content chunks, a final chunk with the finish reason."""
+    tokenizer = conversations.processor.tokenizer
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    result: dict = {}
+
+    def run():
+        try:
+            result["reply"] = answer(messages, options, streamer)
+        except Exception as error:  # re-raised below, in the response's thread
+            result["error"] = error
+        finally:
+            streamer.end()
+
+    def event(delta: dict, finish_reason: str | None = None) -> str:
+        chunk = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model_name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    yield event({"role": "assistant", "content": ""})
+    stop, sent, text = options["stop"], 0, ""
+    hold = max((len(s) for s in stop), default=1) - 1  # a stop string may still be forming
+    for piece in streamer:
+        text += piece
+        visible = cut_at_stop(text, stop)
+        ready = len(visible) if len(visible) < len(text) else max(sent, len(visible) - hold)
+        if ready > sent:
+            yield event({"content": visible[sent:ready]})
+            sent = ready
+    worker.join()
+    if "error" in result:
+        raise result["error"]
+    reply = result["reply"]
+    if len(reply.text) > sent:
+        yield event({"content": reply.text[sent:]})
+    yield event({}, reply.finish_reason)
+    yield "data: [DONE]\n\n"
+
+
+def serve(
+    conversations: Conversations,
+    model_name: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    default_max_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+) -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(conversations, model_name, default_max_tokens), host=host, port=port)
