@@ -99,9 +99,10 @@ def test_lmms_eval_finds_the_adapter_through_the_entry_point():
     pytest.importorskip("lmms_eval")
     from lmms_eval.models import get_model
 
-    from prealign.evaluation.lmms_adapter import PrealignLmms
+    from prealign.evaluation.lmms_adapter import PrealignLmms, PrealignLmmsChat
 
-    assert get_model("prealign") is PrealignLmms
+    assert get_model("prealign") is PrealignLmmsChat  # lmms-eval prefers the chat interface
+    assert get_model("prealign", force_simple=True) is PrealignLmms
 
 
 def test_the_lmms_eval_adapter_answers_as_prealign_does(lmms_model, dpa):

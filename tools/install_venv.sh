@@ -5,8 +5,9 @@
 #   lowest   every direct dependency at its declared lower bound (make test-lowest)
 # torch comes first and pinned: a CPU wheel of 2.13.0 is on the development machines, and an
 # unpinned torch pulls gigabytes of CUDA wheels. lmms-eval is installed without its dependencies
-# (they include torchvision, a CUDA build here that breaks transformers' image processors): the
-# adapter's tests need only its API, plus loguru and pytz.
+# (they include torchvision, a CUDA build here that breaks transformers' image processors), then
+# what its command line imports to run a local image task (tests/test_lmms_eval_cli.py); its
+# evaluator imports `filelock._api`, which filelock 4 removed.
 set -euo pipefail
 venv=$1
 versions=$2
@@ -28,4 +29,4 @@ pip=("$py" -m pip install -q --disable-pip-version-check "${constraints[@]}")
 "${pip[@]}" torch==2.13.0
 "${pip[@]}" -e ".[dev]"
 "${pip[@]}" --no-deps lmms-eval==0.7.3
-"${pip[@]}" loguru pytz
+"${pip[@]}" loguru pytz datasets tenacity sacrebleu evaluate pytablewriter "filelock<4"

@@ -1,9 +1,12 @@
 """prealign models in lmms-eval: `lmms-eval --model prealign --model_args pretrained=DIR --tasks ...`.
 
 Installing prealign registers the model through the `lmms_eval.models` entry point (`manifest`);
-this module is imported only by lmms-eval. Requests are answered by `evaluation.answering`, so
-lmms-eval asks in the same chat template and placeholder expansion as training and `prealign eval`.
-Images only: a task that hands over video paths is refused.
+this module is imported only by lmms-eval. Two interfaces, as lmms-eval defines them: the chat
+model (`PrealignLmmsChat`, what `--model prealign` picks) answers a task's messages - several
+rounds included - through `serving.conversation.Conversations`; the simple model (`PrealignLmms`,
+picked by tasks that give a prompt and visuals rather than messages) through `evaluation.answering`.
+Both use the chat template and placeholder expansion of training and `prealign eval`. Images only:
+a task that hands over videos or audio is refused.
 """
 
 from __future__ import annotations
@@ -12,14 +15,20 @@ import torch
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
+from lmms_eval.protocol import ChatMessages
 from PIL import Image
 from tqdm import tqdm
 
+from ..serving.conversation import Conversations
 from .answering import continuation_loglikelihoods, generate_answers
 
 
 def manifest() -> ModelManifest:
-    return ModelManifest(model_id="prealign", simple_class_path=f"{__name__}.PrealignLmms")
+    return ModelManifest(
+        model_id="prealign",
+        simple_class_path=f"{__name__}.PrealignLmms",
+        chat_class_path=f"{__name__}.PrealignLmmsChat",
+    )
 
 
 class PrealignLmms(lmms):
@@ -87,3 +96,28 @@ class PrealignLmms(lmms):
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError("prealign answers single-round requests, not multi-round tasks")
+
+
+class PrealignLmmsChat(PrealignLmms):
+    """The chat interface: each request's messages (a task's `doc_to_messages`, earlier rounds
+    included) answered as one conversation; consecutive requests that share a prefix (the rounds
+    of one document) reuse its KV cache."""
+
+    is_simple = False
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        chat = Conversations(self.model, self.processor)
+        answers = []
+        for request in tqdm(requests, desc="prealign answering (chat)", disable=self.rank != 0):
+            _, doc_to_messages, settings, doc_id, task, split = request.args
+            messages = ChatMessages(messages=doc_to_messages(self.task_dict[task][split][doc_id]))
+            stop = settings.get("until", [])
+            reply = chat.reply(
+                messages.to_hf_messages(),
+                max_new_tokens=int(settings.get("max_new_tokens", self.max_new_tokens)),
+                temperature=float(settings.get("temperature", 0.0) or 0.0),
+                top_p=float(settings.get("top_p", 1.0) or 1.0),
+                stop=[stop] if isinstance(stop, str) else stop,
+            )
+            answers.append(reply.text)
+        return answers
