@@ -13,13 +13,11 @@ import gc
 import json
 import multiprocessing
 import shutil
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from transformers import AutoTokenizer
 
 from ..training.settings import ModelSettings, TrainSettings, apply_overrides, from_dict, read_yaml
@@ -336,8 +334,10 @@ def _alignment_unit(protocol: NanoProtocol, units: Units, seed: int, models: dic
 
 def _cost_unit(protocol: NanoProtocol, units: Units, seed: int, models: dict):
     """Parameters, forward FLOPs of one image + prompt, training wall time and greedy decode
-    tokens/s, baseline and DPA measured in turns (so machine noise hits both alike)."""
+    tokens/s - decode timed by `prealign bench` (analysis/speed.py: models interleaved, medians,
+    tokens after the first over the time after the first token)."""
     from ..analysis import forward_flops, one_image_sample, parameter_counts
+    from ..analysis.speed import BenchSettings, Contender, run_bench
 
     def make(folder: Path) -> dict:
         loaded = {name: _load(Path(m["folder"])) for name, m in models.items()}
@@ -348,32 +348,26 @@ def _cost_unit(protocol: NanoProtocol, units: Units, seed: int, models: dict):
                 "parameters": parameter_counts(model),
                 "forward_flops": forward_flops(model, sample),
                 "training_s": sum(s["wall_s"] for s in models[name]["training"].values()),
-                "decode_tokens_per_s": [],
             }
-        for _ in range(protocol.throughput_repeats):
-            for name, (model, processor) in loaded.items():
-                cost[name]["decode_tokens_per_s"].append(
-                    _decode_rate(model, processor, protocol.throughput_new_tokens)
-                )
-        for entry in cost.values():
-            entry["decode_tokens_per_s"] = statistics.median(entry["decode_tokens_per_s"])
+        contenders = [
+            Contender(name, model, processor, trains=False) for name, (model, processor) in loaded.items()
+        ]
+        settings = BenchSettings(
+            repeats=protocol.throughput_repeats, new_tokens=protocol.throughput_new_tokens
+        )
+        for name, timed in run_bench(contenders, settings).models.items():
+            cost[name]["decode_tokens_per_s"] = timed["decode_tokens_per_s"]
         return cost
 
     return units.run(
         f"seed-{seed}/cost",
-        {"models": {n: m["key"] for n, m in models.items()}, "repeats": protocol.throughput_repeats},
+        {
+            "models": {n: m["key"] for n, m in models.items()},
+            "repeats": protocol.throughput_repeats,
+            "decode_timing": "bench",
+        },
         make,
     )
-
-
-@torch.no_grad()
-def _decode_rate(model, processor, new_tokens: int) -> float:
-    from ..analysis import one_image_sample
-
-    sample = one_image_sample(processor, "describe the scene.")
-    start = time.perf_counter()
-    model.generate(**sample, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    return new_tokens / (time.perf_counter() - start)
 
 
 def _check_same_tokenizer(data_tokenizer: Path, backbone_tokenizer: Path) -> None:
