@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from prealign.analysis.paper_scale import LANGUAGE_MODELS, TARGETS, VISION_TOWERS, forward_flops, part_cost
@@ -50,6 +51,21 @@ def test_a_second_turn_with_the_feature_cache_calls_neither_tower_nor_perceiver(
         assert result.models[name]["second_turn_calls_cached"] == 0
     table = format_bench(result)
     assert "vision/perceiver calls 2 -> 0" in table and "max |logit diff|" in table
+
+
+def test_a_chats_second_turn_is_timed_from_scratch_and_continuing_the_kv_cache(tiny_bench):
+    contenders, result = tiny_bench
+    for name in ("baseline", "dpa"):
+        m = result.models[name]
+        assert m["chat_second_turn_s"] > 0 and m["chat_second_turn_reused_s"] > 0
+        # The first turn's whole prompt (its image span included) is reused, not re-read.
+        processor = next(c for c in contenders if c.name == name).processor
+        first = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (448, 448))}]}]
+        first[0]["content"].append({"type": "text", "text": "describe the scene."})
+        first_prompt = processor.apply_chat_template(first, tokenize=True)["input_ids"]
+        assert m["chat_second_turn_reused_tokens"] >= first_prompt.shape[1]
+    assert "chat_second_turn_s" not in result.models["baseline: llava (transformers)"]
+    assert "continuing the first turn's KV cache" in format_bench(result)
 
 
 def test_bench_command_writes_its_json(tmp_path, capsys):

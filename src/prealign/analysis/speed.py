@@ -1,4 +1,6 @@
-"""Speed side by side (`prealign bench`): prefill, time to first token, decode, a training step.
+"""Speed side by side (`prealign bench`): prefill, time to first token, decode, a training step,
+and a second turn (same image again: with the feature cache; a chat re-sending its history: with
+the first turn's KV cache continued).
 
 Every model is timed in one process on the same prompt and image, interleaved: each repeat runs
 every model once, in an order rotated per repeat, so machine noise falls on all of them alike;
@@ -136,6 +138,33 @@ def _second_turn(contender: Contender, cached: bool) -> tuple[float, int]:
         model.disable_image_feature_cache()
 
 
+@torch.no_grad()
+def _chat_second_turn(contender: Contender, reuse: bool) -> tuple[float, int]:
+    """Time to first token of a chat's second turn with the whole history re-sent (as chat
+    clients do): read from scratch, or continuing the first turn's KV cache (`Conversations`);
+    and how many prompt tokens came from the cache."""
+    from PIL import Image
+
+    from ..serving.conversation import Conversations
+
+    image = Image.new("RGB", (448, 448))
+    first = [
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]}
+    ]
+    chat = Conversations(contender.model, contender.processor, feature_cache_images=0)
+    answer = chat.reply(first, max_new_tokens=8).text
+    messages = [
+        *first,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": SECOND_QUESTION},
+    ]
+    if not reuse:
+        chat.reset()
+    start = time.perf_counter()
+    reply = chat.reply(messages, max_new_tokens=1)
+    return time.perf_counter() - start, reply.reused_tokens
+
+
 def _uses_feature_cache(contender: Contender) -> bool:
     return contender.peer_of is None and not contender.model.config.early_fusion
 
@@ -168,6 +197,9 @@ def run_bench(
         if _uses_feature_cache(c):
             tasks[c.name]["second_turn_first_token_s"] = lambda c=c: _second_turn(c, cached=False)[0]
             tasks[c.name]["second_turn_first_token_cached_s"] = lambda c=c: _second_turn(c, cached=True)[0]
+        if c.peer_of is None:
+            tasks[c.name]["chat_second_turn_s"] = lambda c=c: _chat_second_turn(c, reuse=False)[0]
+            tasks[c.name]["chat_second_turn_reused_s"] = lambda c=c: _chat_second_turn(c, reuse=True)[0]
     samples: dict[str, dict[str, list[float]]] = {c.name: {k: [] for k in tasks[c.name]} for c in contenders}
     order = [c.name for c in contenders]
     rounds = range(settings.warmup + settings.repeats)
@@ -187,6 +219,8 @@ def run_bench(
         if _uses_feature_cache(c):
             medians["second_turn_calls"] = _second_turn(c, cached=False)[1]
             medians["second_turn_calls_cached"] = _second_turn(c, cached=True)[1]
+        if c.peer_of is None:
+            medians["chat_second_turn_reused_tokens"] = _chat_second_turn(c, reuse=True)[1]
         medians["forward_gflops"] = forward_flops(c.model, inputs[c.name])["total"] / 1e9
         medians["parameters"] = sum(p.numel() for p in c.model.parameters())
         result.models[c.name] = medians
@@ -282,6 +316,8 @@ def format_bench(result: BenchResult) -> str:
         ("train step ms", "train_step_s", 1e3),
         ("2nd turn ms", "second_turn_first_token_s", 1e3),
         ("cached ms", "second_turn_first_token_cached_s", 1e3),
+        ("chat turn 2 ms", "chat_second_turn_s", 1e3),
+        ("KV reused ms", "chat_second_turn_reused_s", 1e3),
         ("GFLOPs", "forward_gflops", 1),
         ("params M", "parameters", 1e-6),
     ]
@@ -306,6 +342,13 @@ def format_bench(result: BenchResult) -> str:
                 f"{name}: second question on the same image - vision/perceiver calls "
                 f"{m['second_turn_calls']} -> {m['second_turn_calls_cached']} with the feature cache, "
                 f"first token {m['second_turn_speedup']:.2f}x faster"
+            )
+    for name, m in result.models.items():
+        if "chat_second_turn_reused_s" in m:
+            lines.append(
+                f"{name}: a chat's second turn (history re-sent) continuing the first turn's KV cache "
+                f"({m['chat_second_turn_reused_tokens']} prompt tokens reused): first token "
+                f"{m['chat_second_turn_s'] / m['chat_second_turn_reused_s']:.2f}x faster"
             )
     for name, p in result.peer.items():
         lines.append(
