@@ -237,3 +237,24 @@ def test_a_bad_request_gets_a_400_that_says_what_is_wrong(server, content, messa
         client.chat.completions.create(model="tiny-dpa", messages=[{"role": "user", "content": content}])
     assert error.value.status_code == 400
     assert message in error.value.body["message"] and "messages[0].content[0]" in error.value.body["message"]
+
+
+def test_a_reply_that_fails_midway_leaves_no_cache_to_reuse(images, monkeypatch):
+    model, processor = tiny_model("dpa")
+    chat = Conversations(model, processor, feature_cache_images=0)
+    messages = [_user("What colour is it?", images[0])]
+    chat.reply(messages, max_new_tokens=NEW_TOKENS)
+    real_generate = model.generate
+
+    def interrupted(*args, **kwargs):  # fills part of the cache, then fails
+        real_generate(*args, **{**kwargs, "max_new_tokens": 2})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "generate", interrupted)
+    longer = [*messages, {"role": "assistant", "content": "red"}, _user("And now?")]
+    with pytest.raises(KeyboardInterrupt):
+        chat.reply(longer, max_new_tokens=NEW_TOKENS)
+    monkeypatch.setattr(model, "generate", real_generate)
+    again = chat.reply(longer, max_new_tokens=NEW_TOKENS)
+    fresh = Conversations(model, processor, feature_cache_images=0).reply(longer, max_new_tokens=NEW_TOKENS)
+    assert again.reused_tokens == 0 and again.text == fresh.text

@@ -343,7 +343,6 @@ def format_bench(result: BenchResult) -> str:
                 f"{m['second_turn_calls']} -> {m['second_turn_calls_cached']} with the feature cache, "
                 f"first token {m['second_turn_speedup']:.2f}x faster"
             )
-    for name, m in result.models.items():
         if "chat_second_turn_reused_s" in m:
             lines.append(
                 f"{name}: a chat's second turn (history re-sent) continuing the first turn's KV cache "

@@ -132,12 +132,18 @@ class Conversations:
         image_keys = self._image_keys(inputs, instructions=processor.perceiver_instruction(flat))
         keep, reused_images = self._reusable_prefix(ids, image_keys)
         cache = self._cache_for(keep)
+        # Until generate returns, the cache matches no recorded tokens: a failed call reuses nothing.
+        self._cache, self._cached_ids, self._cached_images = None, [], []
         generate_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
         if len(images) > reused_images:
             for key in ("pixel_values", "perceiver_input_ids", "perceiver_attention_mask"):
                 if key in inputs:
                     generate_inputs[key] = inputs[key][reused_images:]
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p}
+            if temperature > 0
+            else {"do_sample": False}
+        )
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         out = self.model.generate(
             **generate_inputs,
@@ -147,7 +153,7 @@ class Conversations:
             pad_token_id=pad,
             streamer=streamer,
             **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}),
-            **({"do_sample": False} | sampling),
+            **sampling,
         )
         self._cache, self._cached_ids = cache, out[0, : cache.get_seq_length()].tolist()
         self._cached_images = image_keys
