@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,11 @@ from test_training import save_tiny, stage_config
 
 from prealign import PrealignForConditionalGeneration
 from prealign.training.run import _check_parts
-from prealign.training.settings import load_settings
+from prealign.training.settings import SHIPPED_CONFIGS, load_settings
 from prealign.variants import VARIANTS
 
-CONFIGS = Path(__file__).parents[1] / "configs"
+ROOT = Path(__file__).parents[1]
+CONFIGS = SHIPPED_CONFIGS
 RUNNABLE = sorted(p for p in CONFIGS.rglob("stage*.yaml") if p.parent.name in {*VARIANTS, "perceiver-vlm"})
 
 
@@ -50,6 +52,42 @@ def test_overrides_and_unknown_keys(tmp_path):
         load_settings(path, ["learning_rat=1e-3"])
     with pytest.raises(ValueError, match=r"key\.sub=value"):
         load_settings(path, ["max_steps"])
+
+
+def test_a_checkouts_configs_folder_is_the_shipped_one():
+    assert (ROOT / "configs").resolve() == SHIPPED_CONFIGS.resolve()
+
+
+def test_a_shipped_recipe_loads_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("paper-4b/dpa/stage1.yaml", "configs/paper-4b/dpa/stage1.yaml"):
+        assert load_settings(name) == load_settings(SHIPPED_CONFIGS / "paper-4b/dpa/stage1.yaml")
+    (tmp_path / "configs/paper-4b/dpa").mkdir(parents=True)
+    (tmp_path / "configs/paper-4b/dpa/stage1.yaml").write_text(
+        f"base: {SHIPPED_CONFIGS / 'paper-4b/dpa/stage1.yaml'}\nlearning_rate: 0.5\n"
+    )
+    assert load_settings("configs/paper-4b/dpa/stage1.yaml").learning_rate == 0.5  # a local file wins
+    with pytest.raises(FileNotFoundError, match=r"paper-4b/dpa/stage3\.yaml: no such settings file"):
+        load_settings("paper-4b/dpa/stage3.yaml")
+
+
+@pytest.mark.e2e
+def test_the_wheel_ships_the_recipes_and_the_nano_backbones(tmp_path):
+    """`pip install prealign` must be able to run `prealign nano run` and `prealign train paper-4b/...`."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-qw", tmp_path, ROOT],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("prealign-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {
+        "prealign/" + str(p.relative_to(SHIPPED_CONFIGS.parent))
+        for p in SHIPPED_CONFIGS.rglob("*")
+        if p.is_file()
+    }
+    assert shipped and shipped <= names, sorted(shipped - names)
+    assert "prealign/assets/nano/manifest.json" in names
+    assert any(n.startswith("prealign/assets/nano/lm_target/") and n.endswith(".safetensors") for n in names)
 
 
 @pytest.mark.e2e

@@ -325,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "train", help="run one training stage from a YAML config (works under torchrun / accelerate launch)"
     )
-    p.add_argument("config", help="YAML settings file (see configs/)")
+    p.add_argument(
+        "config", help="YAML settings file, or a shipped recipe's name (configs/paper-4b/dpa/stage1.yaml)"
+    )
     p.add_argument(
         "overrides", nargs="*", help="key.sub=value overrides, e.g. max_steps=10 data.max_length=2048"
     )
@@ -464,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants", nargs="+", help="the models to train (default: the preset's; baseline needed)"
     )
     p.add_argument("--backbones", help="a folder from `prealign nano backbones` (default: the shipped ones)")
-    p.add_argument("--configs", help="the nano recipe's YAML folder (default: configs/nano of this checkout)")
+    p.add_argument("--configs", help="the nano recipe's YAML folder (default: the shipped configs/nano)")
     p.add_argument(
         "--tolerance", type=float, default=0.05, help="allowed drift of a re-checked score from the manifest"
     )

@@ -20,16 +20,23 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from ..training.settings import ModelSettings, TrainSettings, apply_overrides, from_dict, read_yaml
+from ..training.settings import (
+    SHIPPED_CONFIGS,
+    ModelSettings,
+    TrainSettings,
+    apply_overrides,
+    from_dict,
+    read_yaml,
+)
 from ..variants import VARIANTS
 from .backbones import format_manifest, recheck_backbones, shipped_backbones
 from .data import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data
 from .pretraining import unigram_entropy
 from .units import Units, key_of
 
-# The recipe's YAML files (`configs/nano` of a source checkout); their paths name `runs/nano/...`,
-# which the protocol maps into its own folder.
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "nano"
+# The recipe's YAML files (shipped in the package; `configs/nano` of a source checkout); their paths
+# name `runs/nano/...`, which the protocol maps into its own folder.
+CONFIGS = SHIPPED_CONFIGS / "nano"
 CONFIG_ROOT = "runs/nano"
 PERCEIVER_VLM = "perceiver-vlm"
 PRESETS: dict[str, dict] = {
@@ -66,8 +73,8 @@ class NanoProtocol:
             raise ValueError("give at least one seed")
         if not (self.configs / "stage1.yaml").is_file():
             raise FileNotFoundError(
-                f"no nano recipe in {self.configs} (stage1.yaml); pass the configs/nano folder of a "
-                "prealign source checkout"
+                f"no nano recipe in {self.configs} (stage1.yaml); pass a folder laid out as prealign's "
+                f"shipped {CONFIGS}"
             )
 
     @property

@@ -19,7 +19,7 @@ from .curves import write_loss_plot
 from .distributed import block_class_names, release_process_group
 from .initialization import dpa_from_perceiver_vlm, reinitialize_perceiver_lm
 from .recipes import LORA_LEARNING_RATE, RECIPES, apply_stage
-from .settings import ModelSettings, TrainSettings
+from .settings import ModelSettings, TrainSettings, find_config
 from .trainer import PrealignTrainer
 
 
@@ -155,7 +155,7 @@ def training_arguments(settings: TrainSettings, recipe, wrap_classes: list[str] 
         ddp_find_unused_parameters=settings.ddp_find_unused_parameters,
         fsdp=settings.fsdp or "",
         fsdp_config={"transformer_layer_cls_to_wrap": list(wrap_classes)} if settings.fsdp else None,
-        deepspeed=settings.deepspeed,
+        deepspeed=str(find_config(settings.deepspeed)) if settings.deepspeed else None,
         report_to=settings.report_to,
         use_cpu=not torch.cuda.is_available(),
     )

@@ -14,6 +14,10 @@ import yaml
 from ..variants import VARIANTS
 from .recipes import Stage
 
+# The recipes shipped inside the package (`configs/` of a source checkout links here), so that an
+# installed wheel has them too.
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 
 @dataclass
 class ModelSettings:
@@ -89,7 +93,7 @@ class TrainSettings:
     # A rank whose batch is text-only leaves the vision path without gradients; DDP must know.
     ddp_find_unused_parameters: bool = True
     fsdp: str | None = None  # e.g. "full_shard auto_wrap"
-    deepspeed: str | None = None  # path to a DeepSpeed JSON config
+    deepspeed: str | None = None  # a DeepSpeed JSON file, or a shipped one (configs/distributed/...)
     report_to: str = "none"
     resume: bool = True  # continue from the newest checkpoint in output_dir, if any
 
@@ -100,12 +104,29 @@ def load_settings(path: str | Path, overrides: list[str] = ()) -> TrainSettings:
     A bad value is reported with its key, the allowed values and where it was set: the file, or
     the command line for an override.
     """
-    raw = read_yaml(Path(path))
+    path = find_config(path)
+    raw = read_yaml(path)
     from_command_line = apply_overrides(raw, overrides)
     settings = from_dict(TrainSettings, raw, where=str(path), from_command_line=from_command_line)
     if Path(settings.output_dir).is_file():
         raise ValueError(f"{path}: output_dir={settings.output_dir!r} is a file; it must be a folder.")
     return settings
+
+
+def find_config(path: str | Path) -> Path:
+    """`path` if it exists, else the shipped recipe of that name (`paper-4b/dpa/stage1.yaml`, with or
+    without a leading `configs/`): a pip-installed prealign trains `configs/...` paths as a checkout does.
+    """
+    path = Path(path)
+    if path.is_file() or path.is_absolute():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+    shipped = SHIPPED_CONFIGS.joinpath(*parts)
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(
+        f"{path}: no such settings file, here or among prealign's shipped recipes ({SHIPPED_CONFIGS})"
+    )
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> set[str]:
