@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import random_image
 
-from prealign.evaluation.answering import continuation_loglikelihoods, generate_answers, user_turn
+from prealign.evaluation.answering import continuation_loglikelihoods, generate_answers
 from prealign.tiny import tiny_model
 
 QUESTIONS = ["What is in the picture?", "Describe it.", "Count the objects, then name them."]
@@ -37,7 +37,7 @@ def test_loglikelihoods_batched_equal_one_by_one(dpa):
 def test_a_text_only_loglikelihood_is_the_target_lms(dpa):
     model, processor = dpa
     tokenizer = processor.tokenizer
-    prompt = processor.apply_chat_template(user_turn(QUESTIONS[0], 0, processor.image_token))
+    prompt = processor.apply_chat_template([processor.user_turn(QUESTIONS[0])])
     ids = tokenizer(prompt + CONTINUATIONS[1], return_tensors="pt", add_special_tokens=False)["input_ids"]
     n = ids.shape[1] - len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     language_model = model.model.language_model
@@ -62,11 +62,19 @@ def test_answers_stop_at_the_first_stop_string(dpa):
         assert short == (whole[: whole.find(stop[0])] if stop[0] in whole else whole)
 
 
-def test_placeholders_in_the_question_must_match_the_images():
-    assert user_turn("<image> and <image>: same?", 2, "<image>")[0]["content"] == "<image> and <image>: same?"
-    assert user_turn("same?", 2, "<image>")[0]["content"] == "<image>\n<image>\nsame?"
+def test_a_user_turn_puts_the_images_first_unless_the_question_places_them(dpa):
+    _, processor = dpa
+    images = [random_image(0), random_image(1)]
+
+    def rendered(message):
+        return processor.apply_chat_template([message])
+
+    llava_layout = {"role": "user", "content": "<image>\n<image>\nsame?"}  # as a training record has it
+    assert rendered(processor.user_turn("same?", images)) == rendered(llava_layout)
+    placed = "<image> and <image>: same?"
+    assert processor.user_turn(placed, images) == {"role": "user", "content": placed}
     with pytest.raises(ValueError, match="1 <image> placeholders for 2 image"):
-        user_turn("<image> same?", 2, "<image>")
+        processor.user_turn("<image> same?", images)
 
 
 @pytest.fixture(scope="module")

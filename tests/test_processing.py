@@ -74,7 +74,7 @@ def test_hf_style_content_parts_become_placeholders(images):
     _, processor = tiny_model("baseline")
     parts = [{"type": "image"}, {"type": "text", "text": "What is it?"}]
     assert processor.apply_chat_template([{"role": "user", "content": parts}]) == user_prompt(
-        processor, "<image>What is it?"
+        processor, "<image>\nWhat is it?"
     )
 
 

@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 
+from .padding import pad_with_mask
+
 # transformers' processor file name, so that `AutoProcessor.from_pretrained` finds the class in it.
 PROCESSOR_FILE = "processor_config.json"
 LEGACY_PROCESSOR_FILE = "prealign_processor.json"  # what prealign 0.1 wrote
@@ -131,13 +133,29 @@ class PrealignProcessor:
         first = next((m["content"] for m in messages if m["role"] == "user"), "")
         return self._content_text(first).replace(self.image_token, "").strip()
 
+    def user_turn(self, question: str, images: Sequence = ()) -> dict:
+        """The user message asking `question` about `images`, in the layout of LLaVA-format training
+        data: the images first, unless the question already places its placeholders (one per image).
+        The one place evaluation, analysis and tools build a user turn."""
+        placed = question.count(self.image_token)
+        if placed == 0:
+            parts = [{"type": "image", "image": image} for image in images]
+            return {"role": "user", "content": [*parts, {"type": "text", "text": question}]}
+        if placed != len(images):
+            raise ValueError(
+                f"the question places {placed} {self.image_token} placeholders for {len(images)} image(s)"
+            )
+        return {"role": "user", "content": question}
+
     def _content_text(self, content) -> str:
+        """Content parts as the prompt text: an image part is `<image>` and a line break, as an
+        image opens a LLaVA-format training record (`<image>\\nquestion`)."""
         if isinstance(content, str):
             return content
         parts = []
         for part in content:
             if part.get("type") == "image":
-                parts.append(self.image_token)
+                parts.append(f"{self.image_token}\n")
             elif part.get("type") == "text":
                 parts.append(part["text"])
             else:
@@ -220,7 +238,8 @@ class PrealignProcessor:
             if self.early_fusion:
                 prefix = self.perceiver_tokenizer(instructions[sample], add_special_tokens=False)["input_ids"]
             sequences += [prefix + span] * n_images
-        return left_pad(sequences, self.perceiver_pad_id(), "perceiver_input_ids", "perceiver_attention_mask")
+        ids, mask = pad_with_mask(sequences, self.perceiver_pad_id(), "left")
+        return {"perceiver_input_ids": ids, "perceiver_attention_mask": mask}
 
     def perceiver_pad_id(self) -> int:
         # Padded positions are masked out; any valid id works, the pad token is the natural one.
@@ -304,18 +323,6 @@ def _model_settings(directory: Path, settings: dict, settings_file: Path) -> dic
                 "Save the processor again with the model, or fix the file."
             )
     return from_config
-
-
-def left_pad(sequences: list[list[int]], pad_id: int, ids_key: str, mask_key: str) -> dict[str, torch.Tensor]:
-    """Left-pad id lists into a tensor with its attention mask."""
-    length = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, length - len(seq) :] = torch.tensor(seq)
-            mask[row, length - len(seq) :] = 1
-    return {ids_key: ids, mask_key: mask}
 
 
 def _flatten_images(images) -> list:

@@ -57,10 +57,8 @@ def forward_flops(model, inputs: dict) -> dict[str, int]:
 def one_image_sample(processor, question: str = "Describe the image in detail.") -> dict:
     """Model inputs for one prompt with one blank image (the processor resizes it): one unit in
     which variants compare."""
-    text = processor.apply_chat_template(
-        [{"role": "user", "content": f"{processor.image_token}\n{question}"}]
-    )
-    return dict(processor([text], images=[Image.new("RGB", (448, 448))], instructions=[question]))
+    messages = [processor.user_turn(question, [Image.new("RGB", (448, 448))])]
+    return dict(processor.apply_chat_template(messages, tokenize=True))
 
 
 def format_cost(parameters: dict[str, int], flops: dict[str, int], tokens: int) -> str:

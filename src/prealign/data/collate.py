@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 
+from ..padding import pad_rows, pad_with_mask
 from ..processing import PrealignProcessor
 from .conversation import IGNORE_INDEX
 
@@ -30,11 +31,12 @@ class PrealignCollator:
         samples = [s for s in samples if s is not None]
         if not samples:
             raise ValueError("Every sample of this batch was skipped; see the dataset's stats.")
-        length = max(len(s["input_ids"]) for s in samples)
+        side = self.padding_side
+        input_ids, attention_mask = pad_with_mask([s["input_ids"] for s in samples], self.pad_id, side)
         batch = {
-            "input_ids": self._pad([s["input_ids"] for s in samples], length, self.pad_id),
-            "attention_mask": self._pad([torch.ones_like(s["input_ids"]) for s in samples], length, 0),
-            "labels": self._pad([s["labels"] for s in samples], length, IGNORE_INDEX),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": pad_rows([s["labels"] for s in samples], IGNORE_INDEX, side),
         }
         pixels = [s["pixel_values"] for s in samples if s.get("num_images")]
         if pixels:
@@ -43,12 +45,3 @@ class PrealignCollator:
                 counts = [s["num_images"] for s in samples]
                 batch.update(self.processor.perceiver_inputs(counts, [s["instruction"] for s in samples]))
         return batch
-
-    def _pad(self, rows: list[torch.Tensor], length: int, value: int) -> torch.Tensor:
-        out = torch.full((len(rows), length), value, dtype=rows[0].dtype)
-        for i, row in enumerate(rows):
-            if self.padding_side == "right":
-                out[i, : len(row)] = row
-            else:
-                out[i, length - len(row) :] = row
-        return out

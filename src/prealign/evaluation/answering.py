@@ -13,17 +13,6 @@ from PIL import Image
 from ..serving.conversation import cut_at_stop
 
 
-def user_turn(question: str, num_images: int, image_token: str) -> list[dict]:
-    """The user turn: the images first, as in LLaVA-format training data, unless the question
-    already places its placeholders (then there must be one per image)."""
-    placed = question.count(image_token)
-    if placed == 0:
-        return [{"role": "user", "content": f"{image_token}\n" * num_images + question}]
-    if placed != num_images:
-        raise ValueError(f"the question places {placed} {image_token} placeholders for {num_images} image(s)")
-    return [{"role": "user", "content": question}]
-
-
 @torch.no_grad()
 def generate_answers(
     model,
@@ -35,8 +24,7 @@ def generate_answers(
 ) -> list[str]:
     """Greedy answers, left-padded so that every answer starts at the same column; each is cut
     at the first stop string."""
-    image_token = processor.image_token
-    turns = [user_turn(q, len(imgs), image_token) for q, imgs in zip(questions, images, strict=True)]
+    turns = [[processor.user_turn(q, imgs)] for q, imgs in zip(questions, images, strict=True)]
     texts = [processor.apply_chat_template(turn) for turn in turns]
     inputs = processor(
         texts,
@@ -66,9 +54,8 @@ def continuation_loglikelihoods(
 ) -> list[tuple[float, bool]]:
     """For each question, the summed log-probability of the assistant answering `continuation`,
     and whether greedy decoding would produce exactly those tokens."""
-    image_token = processor.image_token
     tokenizer = processor.tokenizer
-    turns = [user_turn(q, len(imgs), image_token) for q, imgs in zip(questions, images, strict=True)]
+    turns = [[processor.user_turn(q, imgs)] for q, imgs in zip(questions, images, strict=True)]
     prompts = [processor.apply_chat_template(turn) for turn in turns]
     lengths = []
     for prompt, continuation in zip(prompts, continuations, strict=True):

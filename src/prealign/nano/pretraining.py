@@ -29,7 +29,9 @@ from transformers import (
     TrainingArguments,
 )
 
+from ..data.conversation import IGNORE_INDEX
 from ..evaluation import score
+from ..padding import pad_rows, pad_with_mask
 from .language import CELL_WORDS, EMPTY_CELL, arithmetic, caption, fact, text_description, text_scene_question
 from .scenes import GRID, IMAGE_SIZE, render, sample_scene
 from .streams import CaptionStream, CorpusStream, encode_qa
@@ -70,20 +72,9 @@ def lm_config(size: LMSize, vocab_size: int) -> Qwen3Config:
 
 def pad_lm_batch(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad corpus examples to the batch's longest; padding is masked and unsupervised."""
-    length = max(len(b["input_ids"]) for b in batch)
-    out = {
-        "input_ids": torch.full((len(batch), length), pad_id),
-        "labels": torch.full((len(batch), length), -100),
-        "attention_mask": torch.zeros((len(batch), length), dtype=torch.long),
-    }
-    for i, b in enumerate(batch):
-        n = len(b["input_ids"])
-        out["input_ids"][i, :n], out["labels"][i, :n], out["attention_mask"][i, :n] = (
-            b["input_ids"],
-            b["labels"],
-            1,
-        )
-    return out
+    input_ids, attention_mask = pad_with_mask([b["input_ids"] for b in batch], pad_id, "right")
+    labels = pad_rows([b["labels"] for b in batch], IGNORE_INDEX, "right")
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
 def pack_lm_batch(batch: list[dict], pad_id: int, row_length: int = 128) -> dict[str, torch.Tensor]:
@@ -105,7 +96,7 @@ def pack_lm_batch(batch: list[dict], pad_id: int, row_length: int = 128) -> dict
     width = max(used)
     out = {
         "input_ids": torch.full((len(rows), width), pad_id),
-        "labels": torch.full((len(rows), width), -100),
+        "labels": torch.full((len(rows), width), IGNORE_INDEX),
         "position_ids": torch.zeros((len(rows), width), dtype=torch.long),
     }
     for i, row in enumerate(rows):
@@ -244,8 +235,8 @@ def evaluate_lm(model, tokenizer, items: list, batch: int = 64) -> dict[str, dic
         chunk = items[start : start + batch]
         encoded = [encode_qa(tokenizer, qa) for qa in chunk]
         # The prompt is everything before the reply (the template's generation prompt included).
-        prompts = [e["input_ids"][: int((e["labels"] != -100).nonzero()[0])] for e in encoded]
-        replies = [int((e["labels"] != -100).sum()) for e in encoded]
+        prompts = [e["input_ids"][: int((e["labels"] != IGNORE_INDEX).nonzero()[0])] for e in encoded]
+        replies = [int((e["labels"] != IGNORE_INDEX).sum()) for e in encoded]
         length = max(len(p) for p in prompts)
         ids = torch.full((len(chunk), length), tokenizer.pad_token_id)
         mask = torch.zeros_like(ids)
@@ -294,7 +285,7 @@ def unigram_loss(tokenizer, items: list) -> float:
     replies = []
     for qa in items:
         labels = encode_qa(tokenizer, qa)["labels"]
-        replies.append(labels[labels != -100].tolist())
+        replies.append(labels[labels != IGNORE_INDEX].tolist())
     return unigram_entropy(replies)
 
 
