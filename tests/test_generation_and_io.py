@@ -178,6 +178,21 @@ def test_attention_implementation_reaches_every_backbone(impl, tmp_path, images)
         torch.testing.assert_close(loaded(**batch).logits, model.eval()(**batch).logits, rtol=1e-4, atol=1e-4)
 
 
+def test_parts_given_as_objects_keep_their_attention_unless_told(images):
+    """DPA stage 1 assembles a model from a loaded perceiver VLM and target: the attention they were
+    loaded with (e.g. eager, 7% faster at nano size) must survive, not reset to the default."""
+    parts = [tiny_vision_tower(), tiny_causal_lm(), tiny_causal_lm()]
+    for part, impl in zip(parts, ("eager", "sdpa", "eager"), strict=True):
+        part.set_attn_implementation(impl)
+    model = PrealignForConditionalGeneration.from_parts(*parts)
+    modules = (model.model.vision_tower, model.model.language_model, model.model.perceiver.language_model)
+    assert [m.config._attn_implementation for m in modules] == ["eager", "sdpa", "eager"]
+    assert model.config._attn_implementation == "sdpa"  # the target's
+    model = PrealignForConditionalGeneration.from_parts(*parts, attn_implementation="eager")
+    modules = (model.model.vision_tower, model.model.language_model, model.model.perceiver.language_model)
+    assert [m.config._attn_implementation for m in modules] == ["eager"] * 3
+
+
 def test_bare_target_lm_is_still_a_standalone_causal_lm(tmp_path):
     """The target inside a trained model can be exported back to an ordinary causal LM folder."""
     model, processor = tiny_model("dpa")

@@ -361,10 +361,11 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
 
         Each part is a local folder, a hub id or a model object. `vision_model` may be a vision tower
         or a dual encoder (CLIP/SigLIP) whose `.vision_model` is taken. `perceiver_text_model=None`
-        builds the LLaVA baseline. `dtype` and `attn_implementation` apply to parts loaded from
-        folders or the hub. Only the projector and aligner (and, for the MLP ablation, the
-        stand-in) are new. With a `processor`, the token ids come from it and the embedding tables
-        grow to its tokenizers' lengths, and the processor is configured to match the model.
+        builds the LLaVA baseline. `dtype` applies to parts loaded from folders or the hub,
+        `attn_implementation` to every part (without it each keeps the one it was loaded with).
+        Only the projector and aligner (and, for the MLP ablation, the stand-in) are new. With a
+        `processor`, the token ids come from it and the embedding tables grow to its tokenizers'
+        lengths, and the processor is configured to match the model.
         """
         load_kwargs = {k: v for k, v in (("dtype", dtype), ("attn_implementation", attn_implementation)) if v}
         vision = load_vision_tower(vision_model, **load_kwargs)
@@ -374,8 +375,18 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         )
         if processor is not None:
             config_kwargs = {**processor.token_ids(), **config_kwargs}
-        if attn_implementation:
-            config_kwargs["attn_implementation"] = attn_implementation
+        # Without an explicit choice each part keeps the attention it was loaded with; the config
+        # would otherwise reset all of them to its default (SDPA). The model reports the target's.
+        config_kwargs["attn_implementation"] = attn_implementation or {
+            name: part.config._attn_implementation
+            for name, part in (
+                ("", text),
+                ("vision_config", vision),
+                ("text_config", text),
+                ("perceiver_text_config", perceiver),
+            )
+            if part is not None
+        }
         config = PrealignConfig(
             vision_config=vision.config,
             text_config=text.config,
