@@ -36,6 +36,25 @@ def test_the_tiny_preset_times_baseline_dpa_and_the_llava_peer(tiny_bench):
     )
 
 
+def test_every_model_runs_in_the_dtype_and_attention_asked_for():
+    """The GPU figures are taken in bf16 with SDPA: the settings must reach every part of every model."""
+    contenders = preset_contenders("tiny")
+    settings = BenchSettings(
+        repeats=1, new_tokens=3, train_batch=2, warmup=0, dtype="bfloat16", attn_implementation="eager"
+    )
+    result = run_bench(contenders, settings)
+    for c in contenders:
+        assert {p.dtype for p in c.model.parameters()} == {torch.bfloat16}, c.name
+        configs = [
+            m.config
+            for m in c.model.modules()
+            if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")
+        ]
+        assert configs and {cfg._attn_implementation for cfg in configs} == {"eager"}, c.name
+        assert result.models[c.name]["prefill_s"] > 0
+    assert result.settings["dtype"] == "bfloat16" and result.settings["device"] == "cpu"
+
+
 def test_the_peer_computes_what_ours_computes(tiny_bench):
     _, result = tiny_bench
     peer = result.peer["baseline"]

@@ -124,6 +124,9 @@ def bench_command(args: argparse.Namespace) -> int:
         new_tokens=args.new_tokens,
         train_batch=args.train_batch,
         compile_decode=args.compile,
+        device=args.device,
+        dtype=args.dtype,
+        attn_implementation=args.attn_implementation,
     )
     result = run_bench(contenders, settings, progress=lambda rounds: tqdm(rounds, desc="bench rounds"))
     print(format_bench(result))
@@ -437,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-batch", type=int, default=bench_defaults.train_batch, help="samples per train step"
     )
     p.add_argument("--compile", action="store_true", help="also time generation under torch.compile")
+    p.add_argument("--device", default="cpu", help="where every model runs (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--attn-implementation",
+        choices=["eager", "sdpa", "flash_attention_2"],
+        help="attention for every part of every model (default: each keeps its own)",
+    )
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(run=bench_command)
 

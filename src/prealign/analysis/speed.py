@@ -44,6 +44,10 @@ class BenchSettings:
     train_batch: int = 8
     warmup: int = 1
     compile_decode: bool = False  # also time decode under torch.compile
+    # Where and how every model runs: e.g. "cuda", "bfloat16", "sdpa" for the GPU figures.
+    device: str = "cpu"
+    dtype: str = "float32"
+    attn_implementation: str | None = None  # None: each model keeps its own
 
 
 @dataclass
@@ -58,16 +62,32 @@ class BenchResult:
 
 
 def _timed(fn: Callable[[], object]) -> float:
+    _synchronize()
     start = time.perf_counter()
     fn()
+    _synchronize()
     return time.perf_counter() - start
+
+
+def _synchronize() -> None:
+    """GPU kernels run asynchronously: a timer must wait for them (a no-op on the CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _place(contenders: list[Contender], settings: BenchSettings) -> None:
+    dtype = getattr(torch, settings.dtype)
+    for c in contenders:
+        c.model.to(device=settings.device, dtype=dtype)
+        if settings.attn_implementation:
+            c.model.set_attn_implementation(settings.attn_implementation)
 
 
 def _model_inputs(contender: Contender, question: str = QUESTION) -> dict:
     sample = one_image_sample(contender.processor, question)
     if contender.peer_of is not None:  # transformers' Llava takes no perceiver inputs
         sample = {k: sample[k] for k in ("input_ids", "attention_mask", "pixel_values")}
-    return sample
+    return {k: v.to(contender.model.device) for k, v in sample.items()}
 
 
 def _generate(model, inputs: dict, new_tokens: int):
@@ -177,6 +197,7 @@ def run_bench(
     if not contenders:
         raise ValueError("nothing to bench: give at least one model")
     result = BenchResult(settings=settings.__dict__.copy())
+    _place(contenders, settings)
     for c in contenders:
         c.model.eval()
     inputs = {c.name: _model_inputs(c) for c in contenders}
