@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from data_fixtures import write_llava_set
 from test_training import save_tiny, stage_config
@@ -23,7 +24,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(script: Path, *args: str, timeout: int = 420) -> subprocess.CompletedProcess:
+def torchrun(script: Path | str, *args: str, timeout: int = 420) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -65,6 +66,19 @@ def test_torchrun_ddp_training_keeps_both_ranks_identical(tmp_path):
         assert rank["world_size"] == rank["trainer_world_size"] == 2
         assert rank["backend"] == "gloo"
         assert rank["steps"] == 4 and rank["agreement"] == [True] * 4 and rank["changed"]
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU case: accelerate runs CPU processes as DDP")
+def test_fsdp_where_the_trainer_would_not_shard_is_an_error_not_a_silent_ddp_run(tmp_path):
+    data = write_llava_set(tmp_path / "data")
+    checkpoint = save_tiny(tmp_path / "ckpt")
+    config = stage_config(tmp_path, data, checkpoint, output_dir=str(tmp_path / "run"), max_steps=2)
+    (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump({**config, "fsdp": True}))
+    result = torchrun("-m", "prealign.cli", "train", str(tmp_path / "fsdp.yaml"))  # as the README runs it
+    assert result.returncode != 0
+    assert "fsdp=true, but the Trainer would not shard here" in result.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 @pytest.mark.e2e

@@ -14,7 +14,8 @@ from prealign import PrealignForConditionalGeneration, PrealignProcessor
 from prealign.data import DataSource, LlavaDataset, PrealignCollator
 from prealign.tiny import tiny_model
 from prealign.training import build_trainer, train, trainable_parts
-from prealign.training.recipes import part_of
+from prealign.training.recipes import RECIPES, part_of
+from prealign.training.run import training_arguments
 from prealign.training.settings import DataFile, TrainSettings, from_dict
 
 
@@ -98,6 +99,19 @@ def test_vision_tower_gets_its_own_learning_rate(workspace):
         in_vision = {id(p) in vision for p in group["params"]}
         assert len(in_vision) == 1  # a group is all vision or none
         assert group["lr"] == (1e-3 if in_vision.pop() else 1e-2)
+
+
+def test_fsdp_settings_reach_the_trainer_as_upstream_names_them(workspace):
+    tmp_path, data = workspace
+    settings = settings_for(
+        tmp_path, data, save_tiny(tmp_path / "ckpt"), fsdp=True, gradient_checkpointing=True
+    )
+    settings.fsdp_config = {"cpu_offload": True}
+    args = training_arguments(settings, RECIPES["finetune"], ["Qwen3DecoderLayer"])
+    assert args.fsdp and args.fsdp_config["transformer_layer_cls_to_wrap"] == ["Qwen3DecoderLayer"]
+    assert args.fsdp_config["cpu_offload"] is True
+    # FSDP's own activation checkpointing; the Trainer's would all-gather every block twice
+    assert args.fsdp_config["activation_checkpointing"] is True and not args.activation_checkpointing
 
 
 def test_loss_falls_when_overfitting_a_handful_of_samples(workspace, capsys):

@@ -139,7 +139,8 @@ def training_arguments(settings: TrainSettings, recipe, wrap_classes: list[str] 
         warmup_steps=settings.warmup_ratio if settings.warmup_ratio is not None else recipe.warmup_ratio,
         weight_decay=settings.weight_decay,
         bf16=bf16,
-        activation_checkpointing=checkpointing,
+        # Under FSDP, FSDP's own checkpointing (in fsdp_config): the Trainer's would all-gather twice.
+        activation_checkpointing=checkpointing and not settings.fsdp,
         logging_steps=settings.logging_steps,
         logging_first_step=True,
         save_steps=settings.save_steps,
@@ -153,8 +154,14 @@ def training_arguments(settings: TrainSettings, recipe, wrap_classes: list[str] 
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         ddp_find_unused_parameters=settings.ddp_find_unused_parameters,
-        fsdp=settings.fsdp or "",
-        fsdp_config={"transformer_layer_cls_to_wrap": list(wrap_classes)} if settings.fsdp else None,
+        fsdp=True if settings.fsdp else None,
+        fsdp_config={
+            "transformer_layer_cls_to_wrap": list(wrap_classes),
+            "activation_checkpointing": checkpointing,
+            **settings.fsdp_config,
+        }
+        if settings.fsdp
+        else None,
         deepspeed=str(find_config(settings.deepspeed)) if settings.deepspeed else None,
         report_to=settings.report_to,
         use_cpu=not torch.cuda.is_available(),
@@ -184,7 +191,7 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
         seed=settings.seed,
     )
     vision_lr = settings.vision_learning_rate or recipe.vision_learning_rate
-    return PrealignTrainer(
+    trainer = PrealignTrainer(
         model=model,
         args=training_arguments(settings, recipe, block_class_names(model)),
         train_dataset=dataset,
@@ -193,6 +200,14 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
         module_learning_rates={"model.vision_tower": vision_lr} if vision_lr else None,
         callbacks=[ThroughputCallback()],
     )
+    if settings.fsdp and not trainer.is_fsdp_enabled:
+        # accelerate runs CPU processes as DDP whatever fsdp says: full replicas, and no activation
+        # checkpointing (under FSDP it is FSDP's own); better no run than a silently different one.
+        raise ValueError(
+            f"fsdp=true, but the Trainer would not shard here ({trainer.accelerator.distributed_type}): "
+            "FSDP through the Trainer needs GPUs. Drop fsdp=true to train with DDP."
+        )
+    return trainer
 
 
 def train(settings: TrainSettings) -> PrealignTrainer:

@@ -92,7 +92,8 @@ class TrainSettings:
     dataloader_num_workers: int = 0
     # A rank whose batch is text-only leaves the vision path without gradients; DDP must know.
     ddp_find_unused_parameters: bool = True
-    fsdp: str | None = None  # e.g. "full_shard auto_wrap"
+    fsdp: bool = False  # the Trainer's FSDP (FSDP2), each transformer block of every backbone a unit
+    fsdp_config: dict[str, Any] = field(default_factory=dict)  # more of its fsdp_config: cpu_offload, ...
     deepspeed: str | None = None  # a DeepSpeed JSON file, or a shipped one (configs/distributed/...)
     report_to: str = "none"
     resume: bool = True  # continue from the newest checkpoint in output_dir, if any
