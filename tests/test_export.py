@@ -50,19 +50,19 @@ def test_the_exported_perceiver_is_a_small_vlm_whose_span_states_are_the_perceiv
     )
     model.eval()
     with torch.no_grad():
-        batch = processor([user_prompt(processor, "<image>\nwhat is it?")], images=[images[0]])
+        batch = processor(text=[user_prompt(processor, "<image>\nwhat is it?")], images=[images[0]])
         features = model.model.get_vision_features(batch["pixel_values"])
         perceiver_states = model.model.perceiver(
             batch["perceiver_input_ids"], batch["perceiver_attention_mask"], features
         )
         # The perceiver reads `<image_start> <image>*N <image_end>`; so does the small VLM, given "<image>".
-        small_batch = small_processor(["<image>"], images=[images[0]])
+        small_batch = small_processor(text=["<image>"], images=[images[0]])
         small_states = small.model(**small_batch).last_hidden_state[0]
     assert torch.equal(small_batch["input_ids"][0], batch["perceiver_input_ids"][0][-small_states.shape[0] :])
     assert torch.allclose(small_states, perceiver_states, atol=1e-6)
     # It answers in words with the perceiver LM's tied head, through the usual generate().
     out = small.generate(
-        **small_processor([user_prompt(small_processor, "<image>\nhi")], images=[images[0]]),
+        **small_processor(text=[user_prompt(small_processor, "<image>\nhi")], images=[images[0]]),
         max_new_tokens=3,
         do_sample=False,
     )

@@ -23,7 +23,7 @@ def _calls(model) -> list[str]:
 
 def _ask(model, processor, image, question: str, new_tokens: int = 6) -> torch.Tensor:
     text = user_prompt(processor, question)
-    batch = processor([text], images=[image], instructions=[question.split("\n")[-1]])
+    batch = processor(text=[text], images=[image], instructions=[question.split("\n")[-1]])
     return model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
 
 
@@ -49,12 +49,12 @@ def test_a_batch_mixing_cached_and_new_images_computes_only_the_new_ones(images)
     model, processor = tiny_model("dpa")
     model.eval()
     texts = [user_prompt(processor, q) for q in QUESTIONS]
-    batch = processor(texts, images=images[:2], instructions=["a", "b"])
+    batch = processor(text=texts, images=images[:2], instructions=["a", "b"])
     with torch.no_grad():
         expected = model(**batch).logits
     model.enable_image_feature_cache()
     with torch.no_grad():
-        model(**processor([texts[1]], images=[images[1]], instructions=["b"]))
+        model(**processor(text=[texts[1]], images=[images[1]], instructions=["b"]))
         seen = []
         model.model.vision_tower.register_forward_hook(
             lambda _, args, kwargs, __: seen.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
@@ -85,7 +85,7 @@ def test_training_bypasses_and_clears_the_cache(images):
     assert len(cache) == 0
     calls = _calls(model)
     text = user_prompt(processor, QUESTIONS[0])
-    batch = processor([text], images=[images[0]])
+    batch = processor(text=[text], images=[images[0]])
     model(**batch, labels=batch["input_ids"]).loss.backward()
     assert calls == ["vision"] and len(cache) == 0
 

@@ -199,7 +199,7 @@ def test_bare_target_lm_is_still_a_standalone_causal_lm(tmp_path):
     lm = AutoModelForCausalLM.from_config(model.config.text_config)
     lm.model.load_state_dict(model.model.language_model.state_dict())
     lm.lm_head.load_state_dict(model.lm_head.state_dict())
-    prompt = processor([user_prompt(processor, "2+2?")])
+    prompt = processor(text=[user_prompt(processor, "2+2?")])
     with torch.no_grad():
         assert torch.equal(lm(**prompt).logits, model(**prompt).logits)
 

@@ -21,7 +21,7 @@ def mixed_batch(processor, images, padding_side="right"):
         user_prompt(processor, "How many shapes are there?"),
     ]
     instructions = ["What colour is the circle?", "Compare them.", "How many shapes are there?"]
-    return processor(prompts, images=images[:3], instructions=instructions, padding_side=padding_side)
+    return processor(text=prompts, images=images[:3], instructions=instructions, padding_side=padding_side)
 
 
 def bare_target_lm(model):
@@ -82,7 +82,7 @@ def test_text_only_prompt_matches_target_lm(variant, target):
     model, processor = tiny_model(variant, target=target, perceiver=target)
     model.eval()
     prompts = [user_prompt(processor, "How many shapes are there?"), user_prompt(processor, "2+2?")]
-    batch = processor(prompts, padding_side="left")
+    batch = processor(text=prompts, padding_side="left")
     assert "pixel_values" not in batch
     with torch.no_grad():
         ours = model(**batch).logits
@@ -97,7 +97,7 @@ def features_for_two_instructions(early_fusion: bool, images) -> tuple[torch.Ten
     prompt = user_prompt(processor, "<image>\nQuestion?")
     features = []
     for instruction in ("What colour is the circle?", "How many squares are there?"):
-        inputs = processor([prompt], images=images[:1], instructions=[instruction])
+        inputs = processor(text=[prompt], images=images[:1], instructions=[instruction])
         with torch.no_grad():
             features.append(
                 model.get_image_features(
@@ -124,9 +124,9 @@ def test_left_padding_of_perceiver_sequences_leaves_features_unchanged(images):
     model.eval()
     prompt = user_prompt(processor, "<image>\nQ?")
     short = "Colour?"
-    alone = processor([prompt], images=images[:1], instructions=[short])
+    alone = processor(text=[prompt], images=images[:1], instructions=[short])
     batch = processor(
-        [prompt, prompt], images=images[:2], instructions=[short, "A much longer instruction " * 4]
+        text=[prompt, prompt], images=images[:2], instructions=[short, "A much longer instruction " * 4]
     )
     assert batch["perceiver_attention_mask"][0, 0] == 0  # the short one is padded on the left
     with torch.no_grad():
@@ -150,16 +150,16 @@ def test_each_sample_of_a_mixed_batch_equals_the_sample_alone(variant, images):
         batched = model(**batch).logits
         singles = [
             processor(
-                [user_prompt(processor, "<image>\nWhat colour is the circle?")],
+                text=[user_prompt(processor, "<image>\nWhat colour is the circle?")],
                 images=images[:1],
                 instructions=["What colour is the circle?"],
             ),
             processor(
-                [user_prompt(processor, "Compare <image> and <image>.")],
+                text=[user_prompt(processor, "Compare <image> and <image>.")],
                 images=images[1:3],
                 instructions=["Compare them."],
             ),
-            processor([user_prompt(processor, "How many shapes are there?")]),
+            processor(text=[user_prompt(processor, "How many shapes are there?")]),
         ]
         for row, single in enumerate(singles):
             alone = model(**single).logits[0]

@@ -19,7 +19,7 @@ def test_the_baseline_gives_transformers_llavas_logits_and_tokens(images):
     model.eval()
     llava = as_transformers_llava(model)
     prompts = [user_prompt(processor, "<image>\nWhat colour is it?"), user_prompt(processor, "<image> and?")]
-    batch = processor(prompts, images=images[:2])
+    batch = processor(text=prompts, images=images[:2])
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")}
     with torch.no_grad():
         ours, theirs = model(**inputs).logits, llava(**inputs).logits

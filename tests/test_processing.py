@@ -20,7 +20,7 @@ def test_placeholder_and_markers_are_single_added_tokens():
 def test_each_placeholder_expands_to_the_feature_count_between_markers(images):
     model, processor = tiny_model("dpa")
     n = model.config.image_seq_length
-    batch = processor([user_prompt(processor, "Compare <image> and <image>.")], images=images[:2])
+    batch = processor(text=[user_prompt(processor, "Compare <image> and <image>.")], images=images[:2])
     ids = batch["input_ids"][0].tolist()
     image, start, end = (
         processor.token_ids()[k] for k in ("image_token_id", "image_start_token_id", "image_end_token_id")
@@ -36,7 +36,9 @@ def test_perceiver_sequences_are_left_padded_spans_with_the_instruction_first(im
     model, processor = tiny_model("dpa", early_fusion=True)
     n = model.config.image_seq_length
     prompts = [user_prompt(processor, "<image> a"), user_prompt(processor, "<image> b <image>")]
-    batch = processor(prompts, images=images[:3], instructions=["Colour?", "How many shapes are in view?"])
+    batch = processor(
+        text=prompts, images=images[:3], instructions=["Colour?", "How many shapes are in view?"]
+    )
     ids, mask = batch["perceiver_input_ids"], batch["perceiver_attention_mask"]
     assert ids.shape[0] == 3  # one sequence per image
     pid = processor.token_ids()
@@ -53,7 +55,9 @@ def test_perceiver_sequences_are_left_padded_spans_with_the_instruction_first(im
 
 def test_without_early_fusion_the_perceiver_sees_only_the_image(images):
     model, processor = tiny_model("dpa")
-    batch = processor([user_prompt(processor, "<image> what?")], images=images[:1], instructions=["what?"])
+    batch = processor(
+        text=[user_prompt(processor, "<image> what?")], images=images[:1], instructions=["what?"]
+    )
     assert batch["perceiver_input_ids"].shape == (1, model.config.image_span_length)
     assert batch["perceiver_attention_mask"].all()
 
@@ -61,13 +65,15 @@ def test_without_early_fusion_the_perceiver_sees_only_the_image(images):
 def test_early_fusion_without_instructions_is_an_error(images):
     _, processor = tiny_model("dpa", early_fusion=True)
     with pytest.raises(ValueError, match="one instruction per sample"):
-        processor([user_prompt(processor, "<image>")], images=images[:1])
+        processor(text=[user_prompt(processor, "<image>")], images=images[:1])
 
 
 def test_image_count_must_match_placeholders(images):
     _, processor = tiny_model("dpa")
     with pytest.raises(ValueError, match=r"2 <image> placeholders \(per sample: \[1, 1\]\) but 3 images"):
-        processor([user_prompt(processor, "<image>"), user_prompt(processor, "<image>")], images=images[:3])
+        processor(
+            text=[user_prompt(processor, "<image>"), user_prompt(processor, "<image>")], images=images[:3]
+        )
 
 
 def test_hf_style_content_parts_become_placeholders(images):
@@ -81,7 +87,7 @@ def test_hf_style_content_parts_become_placeholders(images):
 def test_unconfigured_processor_explains_itself():
     processor = PrealignProcessor(tiny_image_processor(), tiny_tokenizer())
     with pytest.raises(ValueError, match="configure_for"):
-        processor(["hi"])
+        processor(text=["hi"])
 
 
 def test_separate_perceiver_tokenizer_round_trips(tmp_path, images):
@@ -99,12 +105,12 @@ def test_separate_perceiver_tokenizer_round_trips(tmp_path, images):
     ids = processor.token_ids()
     assert ids["image_token_id"] != ids["perceiver_image_token_id"]
     assert model.config.perceiver_text_config.vocab_size == len(perceiver_tok)
-    batch = processor([user_prompt(processor, "<image> hi")], images=images[:1])
+    batch = processor(text=[user_prompt(processor, "<image> hi")], images=images[:1])
     assert torch.isfinite(model(**batch).logits).all()
     processor.save_pretrained(tmp_path)
     again = PrealignProcessor.from_pretrained(tmp_path)
     assert again.has_separate_perceiver_tokenizer
-    batch_again = again([user_prompt(again, "<image> hi")], images=images[:1])
+    batch_again = again(text=[user_prompt(again, "<image> hi")], images=images[:1])
     for key in batch:
         assert torch.equal(batch[key], batch_again[key]), key
 
@@ -135,7 +141,7 @@ def test_auto_processor_loads_a_saved_models_processor_configured_by_its_config(
     instructions = [loaded.perceiver_instruction(messages)]
     assert instructions == ["what is it?"]
     batch = loaded(images=images[:1], text=[text], instructions=instructions)
-    expected = processor([text], images=images[:1], instructions=instructions)
+    expected = processor(text=[text], images=images[:1], instructions=instructions)
     assert batch.keys() == expected.keys()
     for key in batch:
         assert torch.equal(batch[key], expected[key]), key
@@ -155,3 +161,71 @@ def test_a_processor_file_that_disagrees_with_the_models_config_is_an_error(tmp_
         ValueError, match=r"processor_config\.json says early_fusion=True but the model config"
     ):
         PrealignProcessor.from_pretrained(tmp_path)
+
+
+def test_the_processor_is_a_transformers_processor_saved_in_its_layout(tmp_path, images):
+    import json
+
+    from transformers import ProcessorMixin
+
+    from prealign.processing import PERCEIVER_TOKENIZER_DIR, PROCESSOR_FILE
+
+    model, processor = tiny_model("dpa")
+    assert isinstance(processor, ProcessorMixin)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / PROCESSOR_FILE).read_text())
+    assert saved["processor_class"] == "PrealignProcessor"
+    assert saved["image_processor"]["size"] == processor.image_processor.size
+    assert saved["num_image_tokens"] == model.config.image_seq_length
+    assert not (tmp_path / PERCEIVER_TOKENIZER_DIR).exists()  # one tokenizer, saved once
+    prompt = [user_prompt(processor, "<image>\nwhat?")]
+    # transformers' argument order: images, then text
+    positional = processor(images[:1], prompt)
+    keywords = processor(text=prompt, images=images[:1])
+    for key in keywords:
+        assert torch.equal(positional[key], keywords[key]), key
+
+
+@pytest.mark.parametrize("settings_file", ["processor_config.json", "prealign_processor.json"])
+def test_processors_saved_by_earlier_prealign_versions_still_load(tmp_path, images, settings_file):
+    """Earlier versions saved the image processor as its own `preprocessor_config.json` beside a
+    settings file (named `prealign_processor.json` in 0.1)."""
+    import json
+
+    _, processor = tiny_model("dpa", early_fusion=True)
+    processor.image_processor.save_pretrained(tmp_path)
+    processor.tokenizer.save_pretrained(tmp_path)
+    settings = {
+        "num_image_tokens": processor.num_image_tokens,
+        "use_perceiver": True,
+        "early_fusion": True,
+        "image_token": "<image>",
+        "image_start_token": "<image_start>",
+        "image_end_token": "<image_end>",
+    }
+    (tmp_path / settings_file).write_text(json.dumps(settings))
+    loaded = PrealignProcessor.from_pretrained(tmp_path)
+    assert (loaded.num_image_tokens, loaded.use_perceiver, loaded.early_fusion) == (
+        processor.num_image_tokens,
+        True,
+        True,
+    )
+    prompt = [user_prompt(processor, "<image>\nwhat?")]
+    expected = processor(text=prompt, images=images[:1], instructions=["what?"])
+    batch = loaded(text=prompt, images=images[:1], instructions=["what?"])
+    for key in expected:
+        assert torch.equal(batch[key], expected[key]), key
+
+
+def test_a_text_only_processor_reads_prompts_but_cannot_be_saved(tmp_path):
+    processor = PrealignProcessor(None, tiny_tokenizer(), num_image_tokens=4)
+    batch = processor(text=["hi"])
+    assert batch["input_ids"].shape[0] == 1
+    with pytest.raises(ValueError, match="no image processor"):
+        processor.save_pretrained(tmp_path)
+
+
+def test_prompts_must_be_given():
+    _, processor = tiny_model("baseline")
+    with pytest.raises(ValueError, match="text="):
+        processor(images=None)

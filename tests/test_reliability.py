@@ -35,7 +35,7 @@ def prompts_of_two_lengths(processor) -> list[str]:
 def test_generate_refuses_a_right_padded_batch(images):
     model, processor = tiny_model("dpa")
     model.eval()
-    batch = processor(prompts_of_two_lengths(processor), images=images[:2], padding_side="right")
+    batch = processor(text=prompts_of_two_lengths(processor), images=images[:2], padding_side="right")
     with pytest.raises(ValueError, match="right-padded batch \\(rows \\[1\\]"):
         model.generate(**batch, max_new_tokens=3)
 
@@ -46,10 +46,10 @@ def test_the_processor_pads_for_generation_by_default(images):
     model.eval()
     prompts = prompts_of_two_lengths(processor)
     kwargs = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False)
-    batch = processor(prompts, images=images[:2])
+    batch = processor(text=prompts, images=images[:2])
     together = model.generate(**batch, **kwargs)[:, batch["input_ids"].shape[1] :]
     for row, (prompt, image) in enumerate(zip(prompts, images[:2], strict=True)):
-        alone = processor([prompt], images=[image])
+        alone = processor(text=[prompt], images=[image])
         assert torch.equal(model.generate(**alone, **kwargs)[0, alone["input_ids"].shape[1] :], together[row])
 
 
@@ -131,7 +131,7 @@ def test_a_model_built_without_a_processor_answers_text_and_says_what_images_nee
 
 def test_pixel_values_of_the_wrong_size_say_the_expected_size(images):
     model, processor = tiny_model("baseline")
-    batch = processor([user_prompt(processor, "<image>\nHi")], images=images[:1])
+    batch = processor(text=[user_prompt(processor, "<image>\nHi")], images=images[:1])
     with pytest.raises(
         ValueError, match=r"shape \(1, 3, 40, 40\); the vision tower takes \(images, 3, 32, 32\)"
     ):

@@ -1,20 +1,24 @@
 """`PrealignProcessor`: image processor + target tokenizer (+ the perceiver's tokenizer).
 
-It adds the image placeholder and marker tokens by string, expands every `<image>` placeholder to
-`<image_start> <image>*N <image_end>`, and builds one perceiver sequence per image
-(`[instruction] <image_start> <image>*N <image_end>`, left-padded so every span ends at the same
-position). The model then checks that counts match; the processor never guesses.
+A transformers `ProcessorMixin`: saved and loaded in transformers' layout (`processor_config.json`
+with the image processor inside, the tokenizer beside it), found by `AutoProcessor`, accepted by
+the Trainer as `processing_class`. It adds the image placeholder and marker tokens by string,
+expands every `<image>` placeholder to `<image_start> <image>*N <image_end>`, and builds one
+perceiver sequence per image (`[instruction] <image_start> <image>*N <image_end>`, left-padded so
+every span ends at the same position). The model then checks that counts match; the processor
+never guesses.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
 
 from .padding import pad_with_mask
 
@@ -31,26 +35,28 @@ MODEL_SETTINGS = {
 PERCEIVER_TOKENIZER_DIR = "perceiver_tokenizer"
 
 
-class PrealignProcessor:
-    """Turns chat prompts with `<image>` placeholders and images into model inputs."""
+class PrealignProcessor(ProcessorMixin):
+    """Turns chat prompts with `<image>` placeholders and images into model inputs.
+
+    `image_processor` may be None for a processor that only reads text (`prealign data check`
+    with a plain tokenizer); it cannot process or save images then."""
 
     def __init__(
         self,
         image_processor,
         tokenizer: PreTrainedTokenizerBase,
         perceiver_tokenizer: PreTrainedTokenizerBase | None = None,
-        *,
         num_image_tokens: int | None = None,
         use_perceiver: bool = False,
         early_fusion: bool = False,
         image_token: str = "<image>",
         image_start_token: str = "<image_start>",
         image_end_token: str = "<image_end>",
+        chat_template: str | None = None,
     ):
         if early_fusion and not use_perceiver:
             raise ValueError("early_fusion=True needs use_perceiver=True.")
-        self.image_processor = image_processor
-        self.tokenizer = tokenizer
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
         self.perceiver_tokenizer = perceiver_tokenizer if perceiver_tokenizer is not None else tokenizer
         self.num_image_tokens = num_image_tokens
         self.use_perceiver = use_perceiver
@@ -61,6 +67,18 @@ class PrealignProcessor:
         tokenizers = [self.tokenizer] + [self.perceiver_tokenizer] * self.has_separate_perceiver_tokenizer
         for tok in tokenizers:
             tok.add_tokens(self.special_tokens(), special_tokens=True)
+
+    @classmethod
+    def get_attributes(cls) -> list[str]:
+        """The sub-processors the mixin saves, loads and type-checks. The perceiver's tokenizer is
+        not one of them: it is optional (None means the target's, saved once), which the mixin's
+        attributes cannot be, so `save_pretrained` / `_get_arguments_from_pretrained` handle it."""
+        return ["image_processor", "tokenizer"]
+
+    def check_argument_for_proper_class(self, argument_name: str, argument):
+        if argument_name == "image_processor" and argument is None:
+            return None  # a text-only processor (see the class docstring)
+        return super().check_argument_for_proper_class(argument_name, argument)
 
     def configure_for(self, config) -> None:
         """Match a `PrealignConfig`: span length N, whether to build perceiver inputs, early fusion."""
@@ -104,11 +122,13 @@ class PrealignProcessor:
         return_dict: bool = True,
         **kwargs,
     ) -> str | BatchFeature:
-        """The target tokenizer's chat template over messages; image parts become `<image>`
-        placeholders. With `tokenize=True`, as transformers' processors do, the model inputs
-        instead: the images come from the image parts (`{"type": "image", "image": PIL image}`)
-        and the perceiver's instruction from the messages."""
+        """The chat template (the processor's own, else the target tokenizer's) over messages;
+        image parts become `<image>` placeholders. With `tokenize=True`, as transformers'
+        processors do, the model inputs instead: the images come from the image parts
+        (`{"type": "image", "image": PIL image}`) and the perceiver's instruction from the messages."""
         flat = [{**m, "content": self._content_text(m["content"])} for m in messages]
+        if isinstance(self.chat_template, str):  # a processor's own template wins, as in transformers
+            kwargs.setdefault("chat_template", self.chat_template)
         text = self.tokenizer.apply_chat_template(
             flat, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
         )
@@ -125,7 +145,7 @@ class PrealignProcessor:
         ]
         if any(image is None for image in images):
             raise ValueError("An image part needs its image to tokenize: {'type': 'image', 'image': ...}.")
-        return self(text, images=images or None, instructions=[self.perceiver_instruction(messages)])
+        return self(images=images or None, text=text, instructions=[self.perceiver_instruction(messages)])
 
     def perceiver_instruction(self, messages: list[dict]) -> str:
         """What an early-fusion perceiver reads before each image of a conversation: its first user
@@ -164,8 +184,8 @@ class PrealignProcessor:
 
     def __call__(
         self,
-        text: str | Sequence[str],
         images: Sequence | Image.Image | None = None,
+        text: str | Sequence[str] | None = None,
         instructions: Sequence[str] | str | None = None,
         padding_side: str = "left",
         add_special_tokens: bool = False,
@@ -178,7 +198,10 @@ class PrealignProcessor:
         that sample when early fusion is on. Prompts are left-padded by default, as generation
         needs (it continues each row from its last position). Prompts usually come from the chat
         template, which writes its own special tokens; hence `add_special_tokens=False` by default.
+        The arguments come in transformers' order (`images`, then `text`).
         """
+        if text is None:
+            raise ValueError("Give the prompts as text=...: each image is read at an <image> placeholder.")
         if self.num_image_tokens is None:
             raise ValueError(
                 "The processor does not know the image span length yet: build the model with "
@@ -246,61 +269,67 @@ class PrealignProcessor:
         tok = self.perceiver_tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id or 0
 
-    def batch_decode(self, *args, **kwargs) -> list[str]:
-        return self.tokenizer.batch_decode(*args, **kwargs)
+    def to_dict(self) -> dict:
+        """The mixin's `processor_config.json` content, without the perceiver's tokenizer (saved
+        as tokenizer files of its own, like the target's)."""
+        view = copy.copy(self)
+        del view.perceiver_tokenizer
+        return ProcessorMixin.to_dict(view)
 
-    def decode(self, *args, **kwargs) -> str:
-        return self.tokenizer.decode(*args, **kwargs)
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
+    def save_pretrained(self, save_directory: str | Path, push_to_hub: bool = False, **kwargs) -> list[str]:
+        directory = Path(save_directory)
         if directory.is_file():
             raise FileExistsError(f"Cannot save the processor to {directory}: it is a file, not a folder.")
-        directory.mkdir(parents=True, exist_ok=True)
-        self.image_processor.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        if self.image_processor is None:
+            raise ValueError("This processor has no image processor (it reads text only): nothing to save.")
+        if push_to_hub:
+            raise ValueError(
+                "save_pretrained(push_to_hub=True) would upload before the perceiver's tokenizer is "
+                "written: use processor.push_to_hub(repo_id), which saves everything, then uploads."
+            )
+        files = super().save_pretrained(str(directory), **kwargs)
         if self.has_separate_perceiver_tokenizer:
             self.perceiver_tokenizer.save_pretrained(directory / PERCEIVER_TOKENIZER_DIR)
-        settings = {
-            "processor_class": type(self).__name__,
-            "num_image_tokens": self.num_image_tokens,
-            "use_perceiver": self.use_perceiver,
-            "early_fusion": self.early_fusion,
-            "image_token": self.image_token,
-            "image_start_token": self.image_start_token,
-            "image_end_token": self.image_end_token,
-        }
-        (directory / PROCESSOR_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        return files
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, **hub_kwargs) -> PrealignProcessor:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> PrealignProcessor:
         """Load a processor saved by `save_pretrained` (a local folder, or a hub id on a machine
         that can reach the hub). Beside a saved model, the model's config is the source of its
         span length, perceiver and early fusion; a processor file that disagrees is an error."""
-        directory = Path(directory)
+        directory = Path(pretrained_model_name_or_path)
         if not directory.is_dir():
             from huggingface_hub import snapshot_download
 
-            hub = {k: v for k, v in hub_kwargs.items() if k in ("revision", "token", "cache_dir")}
+            hub = {k: v for k, v in kwargs.items() if k in ("revision", "token", "cache_dir")}
             directory = Path(snapshot_download(str(directory), **hub))
+        return super().from_pretrained(str(directory), **kwargs)
+
+    @classmethod
+    def get_processor_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        """The mixin's `processor_config.json` (or prealign 0.1's file), checked to be ours, with the
+        model-dependent settings taken from the model config beside it."""
+        processor_dict, rest = super().get_processor_dict(pretrained_model_name_or_path, **kwargs)
+        directory = Path(pretrained_model_name_or_path)
         settings_file = directory / PROCESSOR_FILE
         if not settings_file.is_file() and (directory / LEGACY_PROCESSOR_FILE).is_file():
             settings_file = directory / LEGACY_PROCESSOR_FILE
+            processor_dict = {**json.loads(settings_file.read_text()), **processor_dict}
         if not settings_file.is_file():
             raise FileNotFoundError(
                 f"{directory / PROCESSOR_FILE} not found: not a folder saved by PrealignProcessor."
             )
-        settings = json.loads(settings_file.read_text())
-        if settings.pop("processor_class", cls.__name__) != cls.__name__:
+        if processor_dict.get("processor_class", cls.__name__) != cls.__name__:
             raise ValueError(f"{settings_file} is not a {cls.__name__} file (processor_class).")
-        settings.update(_model_settings(directory, settings, settings_file))
-        perceiver_dir = directory / PERCEIVER_TOKENIZER_DIR
-        return cls(
-            AutoImageProcessor.from_pretrained(directory),
-            AutoTokenizer.from_pretrained(directory),
-            AutoTokenizer.from_pretrained(perceiver_dir) if perceiver_dir.is_dir() else None,
-            **settings,
-        )
+        processor_dict.update(_model_settings(directory, processor_dict, settings_file))
+        return processor_dict, rest
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, folder, processor_dict=None, **kwargs) -> list:
+        """The mixin's sub-processors, then the perceiver's tokenizer where one was saved."""
+        args = super()._get_arguments_from_pretrained(folder, processor_dict, **kwargs)
+        perceiver_dir = Path(folder) / PERCEIVER_TOKENIZER_DIR
+        return [*args, AutoTokenizer.from_pretrained(perceiver_dir) if perceiver_dir.is_dir() else None]
 
 
 def _model_settings(directory: Path, settings: dict, settings_file: Path) -> dict:

@@ -38,7 +38,10 @@ def run_smoke(variants: list[str], new_tokens: int = 8, seed: int = 0) -> int:
             processor.apply_chat_template([{"role": "user", "content": "How many shapes are there?"}]),
         ]
         batch = processor(
-            prompts, images=images, instructions=["What colour?", "Compare.", "Count."], padding_side="left"
+            text=prompts,
+            images=images,
+            instructions=["What colour?", "Compare.", "Count."],
+            padding_side="left",
         )
         loss = model(**batch, labels=batch["input_ids"]).loss
         loss.backward()

@@ -26,7 +26,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)) for _ in range(2)]
     prompt = processor.apply_chat_template([{"role": "user", "content": "<image> and <image>?"}])
-    batch = processor([prompt], images=images)
+    batch = processor(text=[prompt], images=images)
     full_shapes = {n: p.shape for n, p in model.named_parameters()}
     blocks = transformer_blocks(model)
 

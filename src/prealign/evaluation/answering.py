@@ -27,7 +27,7 @@ def generate_answers(
     turns = [[processor.user_turn(q, imgs)] for q, imgs in zip(questions, images, strict=True)]
     texts = [processor.apply_chat_template(turn) for turn in turns]
     inputs = processor(
-        texts,
+        text=texts,
         images=[list(imgs) for imgs in images],
         instructions=[processor.perceiver_instruction(turn) for turn in turns],
         padding_side="left",
@@ -67,7 +67,7 @@ def continuation_loglikelihoods(
             )
         lengths.append(len(whole) - len(head))
     inputs = processor(
-        [p + c for p, c in zip(prompts, continuations, strict=True)],
+        text=[p + c for p, c in zip(prompts, continuations, strict=True)],
         images=[list(imgs) for imgs in images],
         instructions=[processor.perceiver_instruction(turn) for turn in turns],
         padding_side="right",
