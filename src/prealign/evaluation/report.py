@@ -58,14 +58,16 @@ def plot_report(scores: dict[str, dict[str, dict]], path: str | Path, title: str
 
     benches = benchmarks_of(scores)
     models = list(scores)
-    fig = Figure(figsize=(1.6 + 1.4 * len(benches), 3.6), dpi=120, layout="constrained")
+    group = max(1.4, 0.3 * len(models))  # inches per benchmark: bars stay readable with many models
+    fig = Figure(figsize=(1.6 + group * len(benches), 3.6), dpi=120, layout="constrained")
     ax = fig.subplots()
     bar = 0.8 / len(models)
     for i, model in enumerate(models):
         xs = [j + (i - (len(models) - 1) / 2) * bar for j, b in enumerate(benches) if b in scores[model]]
         ys = [scores[model][b]["accuracy"] for b in benches if b in scores[model]]
         bars = ax.bar(xs, ys, bar, label=model)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        if len(models) <= 4:  # beyond that the labels overlap; the numbers are in the tables
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
     for j, bench in enumerate(benches):
         majority = _majority(scores, bench)
         if majority is not None:

@@ -242,7 +242,10 @@ def main_table(report: dict) -> list[str]:
     """The paper's main-table shape: one row per model, mean ± std over seeds, Δ vs the baseline."""
     models, n = report["models"], len(report["seeds"])
     lines = ["| Model | " + " | ".join(HEADERS) + " | Δ Multi Avg |", "|---" * (len(HEADERS) + 2) + "|"]
-    for name, m in models.items():
+    # The table's order (the perceiver VLM, then the variants as run), not report.json's sorted keys.
+    order = [m for m in (PERCEIVER_VLM, *report["variants"]) if m in models]
+    for name in order + sorted(set(models) - set(order)):
+        m = models[name]
         cells = [_cell(m["mean"][c], m["std"][c], n) for c in COLUMNS]
         delta = (
             "" if name in ("baseline", PERCEIVER_VLM) else f"{100 * m['delta_vs_baseline']['multi_avg']:+.1f}"
