@@ -58,6 +58,7 @@ def test_the_quick_preset_writes_a_report_with_numbers_for_every_model(quick_run
     out, report = quick_run
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     assert set(report["models"]) == {"perceiver-vlm", "baseline", "dpa"}
+    assert len(report["units"]) == _protocol(out, None).unit_count  # the progress bar's total
     for name, model in report["models"].items():
         for column in COLUMNS:
             assert 0.0 <= model["mean"][column] <= 1.0, (name, column)

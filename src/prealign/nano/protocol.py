@@ -2,8 +2,8 @@
 
 Per seed: the nano data; the target LM alone on the text benchmark (the forgetting reference);
 the perceiver trained as a small VLM; the baseline and each ablation row through both stages of
-`configs/nano`; every model on the nano benchmarks. Then, on the first seed, MIR and layer
-similarity and the cost side by side (baseline vs DPA), and the report (`report.py`). Every step
+`configs/nano`; every model on the nano benchmarks; MIR and layer similarity, baseline vs DPA.
+Then, on the first seed, the cost side by side, and the report (`report.py`). Every step
 is a unit (`units.py`): kill the run anywhere and the same command continues it.
 """
 
@@ -87,7 +87,8 @@ class NanoProtocol:
     def unit_count(self) -> int:
         models = len(self.variants) + self.needs_perceiver_vlm
         per_seed = 2 + 3 * models  # data, reference, (stage 1, stage 2, evaluation) per model
-        analyses = ("dpa" in self.variants) * 2  # alignment, cost
+        # MIR and layer similarity on every seed, the cost side by side on the first.
+        analyses = ("dpa" in self.variants) * (len(self.seeds) + 1)
         return 1 + per_seed * len(self.seeds) + analyses
 
 
@@ -102,12 +103,17 @@ def run_protocol(protocol: NanoProtocol) -> dict:
     results: dict = {"seeds": {}, "backbones": backbones.result}
     for seed in protocol.seeds:
         results["seeds"][seed] = _seed_units(protocol, units, seed, backbones.key)
-    first = protocol.seeds[0]
     if "dpa" in protocol.variants:
-        models = {name: results["seeds"][first]["models"][name] for name in ("baseline", "dpa")}
-        data = results["seeds"][first]["data"]
-        results["alignment"] = _alignment_unit(protocol, units, first, models, data).result
-        results["cost"] = _cost_unit(protocol, units, first, models).result
+        pairs = {
+            seed: {name: results["seeds"][seed]["models"][name] for name in ("baseline", "dpa")}
+            for seed in protocol.seeds
+        }
+        results["alignment"] = {
+            seed: _alignment_unit(protocol, units, seed, models, results["seeds"][seed]["data"]).result
+            for seed, models in pairs.items()
+        }
+        first = protocol.seeds[0]
+        results["cost"] = _cost_unit(protocol, units, first, pairs[first]).result
     results["units"] = {name: {"wall_s": r.wall_s, "reused": r.reused} for name, r in units.done.items()}
     results["wall_s"] = round(time.perf_counter() - start, 1)
     report = write_report(protocol, results)

@@ -13,7 +13,8 @@ rendered from it.
      "stage1_caption_loss": {name: {"mean", "std"}},     # nats/token, the last logged stage-1 loss
      "caption_unigram_loss": {"mean", "std"},            # what a caption loss blind to the image reaches
      "forgetting_reduction": float | null,               # 1 - forgetting(dpa) / forgetting(baseline)
-     "alignment": {name: {"mir": float, "modality_gap_per_layer": [float]}} | null,
+     "alignment": {name: {"mir": {"mean", "std"},                     # over seeds
+                          "modality_gap_per_layer": [float]}} | null,  # the first seed's
      "cost": {"parameters": {name: int}, "forward_flops": {name: int}, "training_s": {name: float},
               "decode_tokens_per_s": {name: float}, "ratios": {...}} | null,
      "claims": [{"claim", "paper", "ours", "spread", "seeds", "verdict"}],
@@ -113,7 +114,7 @@ def build_report(protocol, results: dict) -> dict:
         "stage1_caption_loss": {n: {"mean": m, "std": sd} for n, (m, sd) in stage1.items()},
         "caption_unigram_loss": {"mean": unigram[0], "std": unigram[1]},
         "forgetting_reduction": reduction,
-        "alignment": _alignment(results.get("alignment")),
+        "alignment": _alignment(results.get("alignment"), seeds),
         "cost": _cost(results.get("cost")),
         "units": results["units"],
     }
@@ -133,13 +134,18 @@ def _kinds(results: dict, seeds: list, name: str) -> dict[str, dict[str, float]]
     return {k: {m: statistics.mean(v) for m, v in e.items()} for k, e in sorted(kinds.items())}
 
 
-def _alignment(alignment: dict | None) -> dict | None:
+def _alignment(alignment: dict | None, seeds: list) -> dict | None:
+    """MIR per model over the seeds; the per-layer gap (as plotted) of the first seed."""
     if not alignment:
         return None
-    return {
-        n: {"mir": a["mir"], "modality_gap_per_layer": a["modality_gap_per_layer"]}
-        for n, a in alignment.items()
-    }
+    out = {}
+    for name, first in alignment[seeds[0]].items():
+        mean, std = _mean_std([alignment[s][name]["mir"] for s in seeds])
+        out[name] = {
+            "mir": {"mean": mean, "std": std},
+            "modality_gap_per_layer": first["modality_gap_per_layer"],
+        }
+    return out
 
 
 def _cost(cost: dict | None) -> dict | None:
@@ -176,7 +182,7 @@ def claims(results: dict, report: dict) -> list[dict]:
             verdict = "disagrees"
         else:
             verdict = "inconclusive"
-        if len(seeds) == 1:
+        if len(per_seed) == 1:
             verdict += " (one seed: sign only)"
         rows.append(
             {
@@ -185,7 +191,7 @@ def claims(results: dict, report: dict) -> list[dict]:
                 "paper": paper_d,
                 "ours": d,
                 "spread": s,
-                "seeds": len(seeds),
+                "seeds": len(per_seed),
                 "verdict": verdict,
             }
         )
@@ -223,11 +229,11 @@ def claims(results: dict, report: dict) -> list[dict]:
         if a in models and b in models:
             add(claim, points(a, b, "all_avg"), diff(a, b, "all_avg"), sign)
     alignment = results.get("alignment")
-    if alignment and {"dpa", "baseline"} <= set(alignment):
+    if alignment:
         add(
             "DPA's MIR below the baseline's",
             None,
-            [alignment["dpa"]["mir"] - alignment["baseline"]["mir"]],
+            [alignment[x]["dpa"]["mir"] - alignment[x]["baseline"]["mir"] for x in seeds],
             -1,
             "MIR",
         )
@@ -346,8 +352,17 @@ def render_markdown(report: dict) -> str:
         ]
     if report["alignment"]:
         lines += ["", "## Modality integration (MIR, lower = image tokens closer to text)", ""]
-        lines += [f"- {name}: MIR {a['mir']:.3f}" for name, a in report["alignment"].items()]
-        lines += ["", "![modality gap](modality_gap.png)", "", "![layer similarity](layer_similarity.png)"]
+        for name, a in report["alignment"].items():
+            mir = a["mir"]
+            lines.append(f"- {name}: MIR {mir['mean']:.3f}" + (f" ± {mir['std']:.3f}" if n > 1 else ""))
+        lines += [
+            "",
+            f"Plots: seed {seeds[0]}.",
+            "",
+            "![modality gap](modality_gap.png)",
+            "",
+            "![layer similarity](layer_similarity.png)",
+        ]
     lines += ["", "## The paper's claims", "", RULE, "", *claims_table(report)]
     lines += ["", "![scores](scores.png)", "", "![training curves](training_curves.png)", "", "## Units", ""]
     lines += ["| unit | wall time (s) |", "|---|---|"]
