@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from prealign.nano.data import BENCHMARK_GROUPS
-from prealign.nano.report import build_report, render_markdown
+from prealign.nano.report import build_report, claim_verdict, render_markdown
 
 SEEDS = (0, 1, 2)
 # Per seed: (Multi-modal accuracy of every image group, Text accuracy, MIR).
@@ -83,3 +83,21 @@ def test_mir_is_reported_as_mean_and_spread_with_the_first_seeds_layers(report):
     markdown = render_markdown(report)
     assert "- dpa: MIR 0.850 ± 0.050" in markdown
     assert "Plots: seed 0." in markdown
+
+
+@pytest.mark.parametrize(
+    ("d", "s", "sign", "verdict"),
+    [
+        (0.05, 0.02, 1, "agrees"),
+        (-0.05, 0.02, 1, "disagrees"),
+        (0.05, 0.06, 1, "inconclusive"),  # the right sign, within the spread
+        (-0.05, 0.02, -1, "agrees"),
+        (0.01, 0.015, 0, "agrees"),  # equal within the tolerance, seeds that resolve it
+        (0.01, 0.094, 0, "inconclusive"),  # a spread this wide cannot show equality
+        (0.05, 0.01, 0, "disagrees"),
+        (0.05, 0.08, 0, "inconclusive"),
+        (0.015, 0.0, 0, "agrees"),  # one seed
+    ],
+)
+def test_the_rule_decides_directional_and_equality_claims(d, s, sign, verdict):
+    assert claim_verdict(d, s, sign) == verdict
