@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -192,3 +193,20 @@ def test_approximate_lengths_drive_length_grouped_batches(llava, dpa):
     assert sorted(range(3), key=estimated.__getitem__) == sorted(range(3), key=real.__getitem__)
     sampler = LengthGroupedSampler(batch_size=2, lengths=estimated)
     assert sorted(sampler) == list(range(len(dataset)))
+
+
+def test_kept_samples_equal_fresh_ones_and_later_epochs_read_no_file(llava, dpa):
+    _, processor = dpa
+    source = DataSource(llava["pretrain"], llava["images"])
+    fresh = LlavaDataset([source], processor)
+    expected = [fresh[i] for i in range(len(fresh))]
+    kept = LlavaDataset([source], processor, keep_in_memory=True)
+    [kept[i] for i in range(len(kept))]
+    shutil.rmtree(llava["images"])
+    llava["pretrain"].unlink()
+    for i, sample in enumerate(expected):
+        again = kept[i]
+        assert again.keys() == sample.keys()
+        for key, value in sample.items():
+            assert torch.equal(again[key], value) if torch.is_tensor(value) else again[key] == value
+    assert kept.stats["ok"] == 2 * len(PRETRAIN)

@@ -101,6 +101,22 @@ def test_vision_tower_gets_its_own_learning_rate(workspace):
         assert group["lr"] == (1e-3 if in_vision.pop() else 1e-2)
 
 
+@pytest.mark.parametrize("variant,connector", [("baseline", "projector"), ("dpa", "aligner")])
+def test_the_connector_gets_its_own_learning_rate(workspace, variant, connector):
+    tmp_path, data = workspace
+    settings = settings_for(
+        tmp_path, data, save_tiny(tmp_path / "ckpt", variant), connector_learning_rate=5e-3
+    )
+    trainer = build_trainer(settings)
+    rates = {1e-3: set(), 5e-3: set(), 1e-2: set()}
+    for group in trainer.create_optimizer().param_groups:
+        rates[group["lr"]] |= {id(p) for p in group["params"]}
+    parts = {name: getattr(trainer.model.model, name) for name in ("vision_tower", connector)}
+    assert rates[5e-3] == {id(p) for p in parts[connector].parameters()}
+    assert rates[1e-3] == {id(p) for p in parts["vision_tower"].parameters()}
+    assert rates[1e-2] and not rates[1e-2] & (rates[5e-3] | rates[1e-3])  # the LMs (and DPA's phi_p)
+
+
 def test_fsdp_settings_reach_the_trainer_as_upstream_names_them(workspace):
     tmp_path, data = workspace
     settings = settings_for(

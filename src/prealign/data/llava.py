@@ -47,7 +47,8 @@ class LlavaDataset(Dataset):
     record and field; `"skip"` returns `None` for it (the collator drops it) and counts it in
     `stats`. Records that truncation cannot shorten without cutting an image span, and records
     left with no supervised token, are always skipped, counted and warned about - never trained on
-    silently.
+    silently. `keep_in_memory` keeps every encoded sample after its first use, so later epochs skip
+    the tokenising and image decoding (for data sets small enough to hold, trained several epochs).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class LlavaDataset(Dataset):
         prompt_format: PromptFormat = "chat",
         on_error: str = "raise",
         seed: int = 0,
+        keep_in_memory: bool = False,
     ):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -73,6 +75,7 @@ class LlavaDataset(Dataset):
         self.on_error = on_error
         self.stats: Counter[str] = Counter()
         self.index = self._mix(seed)
+        self.kept: dict[int, dict] | None = {} if keep_in_memory else None
 
     def _mix(self, seed: int) -> list[tuple[int, int]]:
         rng = random.Random(seed)
@@ -88,6 +91,10 @@ class LlavaDataset(Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict | None:
+        if self.kept is not None and i in self.kept:
+            sample = self.kept[i]
+            self.stats["trimmed" if sample["trimmed"] else "ok"] += 1
+            return sample
         f, r = self.index[i]
         try:
             sample = self.encode(f, r)
@@ -101,6 +108,8 @@ class LlavaDataset(Dataset):
             warnings.warn(f"{self.files[f].path}: record #{r} skipped: {skipped}", stacklevel=2)
             return None
         self.stats["trimmed" if sample["trimmed"] else "ok"] += 1
+        if self.kept is not None:
+            self.kept[i] = sample
         return sample
 
     def encode(self, f: int, r: int, load_images: bool = True) -> dict:

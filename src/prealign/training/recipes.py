@@ -47,11 +47,17 @@ RECIPES: dict[Stage, StageRecipe] = {
 LORA_LEARNING_RATE = 2e-4  # the paper's LoRA setting (rank and alpha 32 are LoraSettings defaults)
 
 
+def connector_part(model: nn.Module) -> str:
+    """The new module between the pre-trained parts, which stage 1 aligns: DPA's aligner, the
+    baseline's projector (DPA's own projector phi_p belongs to its perceiver VLM)."""
+    return "aligner" if model.config.is_dpa else "projector"
+
+
 def trainable_parts(model: nn.Module, stage: Stage, freeze_perceiver: bool = False) -> list[str]:
     """Names of the parts (see PARTS) a stage trains, for this model's variant."""
     is_dpa = model.config.is_dpa
     if stage == "align":
-        return ["aligner"] if is_dpa else ["projector"]
+        return [connector_part(model)]
     if stage != "finetune":
         raise ValueError(f"Unknown stage {stage!r}; expected 'align' or 'finetune'.")
     parts = [p for p in PARTS if is_dpa or p not in ("perceiver", "aligner")]

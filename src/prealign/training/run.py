@@ -18,7 +18,7 @@ from ..variants import VARIANTS
 from .curves import write_loss_plot
 from .distributed import block_class_names, release_process_group
 from .initialization import dpa_from_perceiver_vlm, reinitialize_perceiver_lm
-from .recipes import LORA_LEARNING_RATE, RECIPES, apply_stage
+from .recipes import LORA_LEARNING_RATE, RECIPES, apply_stage, connector_part
 from .settings import ModelSettings, TrainSettings, find_config
 from .trainer import PrealignTrainer
 
@@ -179,6 +179,7 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
     if freeze is None:
         freeze = settings.stage == "finetune" and VARIANTS[settings.model.variant].freeze_perceiver_in_stage2
     trainable = apply_stage(model, settings.stage, freeze)
+    connector = connector_part(model)
     if settings.lora.enabled:
         model = apply_lora(model, settings, trainable)
     data = settings.data
@@ -189,15 +190,19 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
         prompt_format=data.prompt_format or recipe.prompt_format,
         on_error=data.on_error,
         seed=settings.seed,
+        keep_in_memory=data.keep_in_memory,
     )
     vision_lr = settings.vision_learning_rate or recipe.vision_learning_rate
+    module_lrs = {"model.vision_tower": vision_lr} if vision_lr else {}
+    if settings.connector_learning_rate:
+        module_lrs[f"model.{connector}"] = settings.connector_learning_rate
     trainer = PrealignTrainer(
         model=model,
         args=training_arguments(settings, recipe, block_class_names(model)),
         train_dataset=dataset,
         data_collator=PrealignCollator(processor),
         processing_class=processor,
-        module_learning_rates={"model.vision_tower": vision_lr} if vision_lr else None,
+        module_learning_rates=module_lrs or None,
         callbacks=[ThroughputCallback()],
     )
     if settings.fsdp and not trainer.is_fsdp_enabled:

@@ -53,6 +53,9 @@ class DataSettings:
     max_length: int | None = None  # stage default when unset
     prompt_format: Literal["chat", "plain"] | None = None  # stage default when unset
     on_error: Literal["raise", "skip"] = "raise"
+    # Hold each encoded sample after its first epoch (tokens and pixels): later epochs read no file.
+    # For data sets that fit in memory (each loader worker holds its own copy).
+    keep_in_memory: bool = False
 
 
 @dataclass
@@ -76,6 +79,9 @@ class TrainSettings:
     freeze_perceiver: bool | None = None  # the variant's choice when unset
     learning_rate: float | None = None  # stage default when unset (LoRA: 2e-4)
     vision_learning_rate: float | None = None
+    # The connector's own rate (the baseline's projector, DPA's aligner), as LLaVA's `mm_projector_lr`:
+    # a new module may move faster than the pre-trained LMs around it. Unset: `learning_rate`.
+    connector_learning_rate: float | None = None
     epochs: float | None = None
     max_steps: int = -1
     global_batch_size: int | None = None
