@@ -11,6 +11,7 @@ checking that both give the same logits.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -62,11 +63,19 @@ class BenchResult:
 
 
 def _timed(fn: Callable[[], object]) -> float:
+    """Seconds of one call, with Python's garbage collector held off as `timeit` does: a collection
+    landing in one call (~0.1 s with a test session's objects) would outweigh a tiny model's decode."""
     _synchronize()
-    start = time.perf_counter()
-    fn()
-    _synchronize()
-    return time.perf_counter() - start
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        fn()
+        _synchronize()
+        return time.perf_counter() - start
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _synchronize() -> None:
