@@ -6,6 +6,7 @@ streams                       the endless training streams the backbones pre-tra
 pretraining                   nano ViT and LM pre-training and their evaluation
 backbones                     `prealign nano backbones`: every backbone, with a manifest
 protocol, units, report       `prealign nano run`: the main job, as cached units, and its report
+workers                       processes that end with the command that started them
 """
 
 from .data import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data

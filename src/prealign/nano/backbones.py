@@ -9,12 +9,11 @@ manifest and reused by the next run; an interrupted part resumes from its Traine
 from __future__ import annotations
 
 import json
-import multiprocessing
 import platform
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from transformers import AutoTokenizer, Qwen3ForCausalLM, SiglipModel
 
 from . import pretraining as nb
 from .tokenizer import nano_tokenizer
+from .workers import worker_pool
 
 SHIPPED_BACKBONES = Path(__file__).resolve().parent.parent / "assets" / "nano"
 PARTS = ("vit", "lm_perceiver", "lm_target")
@@ -118,8 +118,7 @@ def build_backbones(
         for name, part in finished:
             _record(manifest, manifest_path, name, part, time.perf_counter() - start)
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        with worker_pool(jobs) as pool:
             futures = {pool.submit(_make_part, name, out, seed, budget, threads): name for name in todo}
             for future in as_completed(futures):
                 _record(

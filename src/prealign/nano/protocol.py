@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import gc
 import json
-import multiprocessing
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from .backbones import format_manifest, recheck_backbones, shipped_backbones
 from .data import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data
 from .pretraining import unigram_entropy
 from .units import Units, key_of
+from .workers import worker_pool
 
 # The recipe's YAML files (shipped in the package; `configs/nano` of a source checkout); their paths
 # name `runs/nano/...`, which the protocol maps into its own folder.
@@ -240,7 +239,7 @@ def _train(settings: TrainSettings) -> dict:
     """One training stage in a fresh process: a long-lived one that has trained before runs the
     next stage ~1.5x slower (its heap grows to gigabytes and a fifth of its time goes to the
     kernel; docs/nano_world.md, "Budgets"), and a stage's memory is released when it ends."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(1) as pool:
         return pool.submit(_train_here, settings).result()
 
 
