@@ -91,28 +91,63 @@ def test_unconfigured_processor_explains_itself():
 
 
 def test_separate_perceiver_tokenizer_round_trips(tmp_path, images):
-    target_tok, perceiver_tok = tiny_tokenizer(), tiny_tokenizer(vocab_size=320)
-    processor = PrealignProcessor(tiny_image_processor(), target_tok, perceiver_tok)
+    model, processor = _save_separate_perceiver_dpa(tmp_path)
+    ids = processor.token_ids()
+    assert ids["image_token_id"] != ids["perceiver_image_token_id"]
+    assert model.config.perceiver_text_config.vocab_size == len(processor.perceiver_tokenizer)
+    batch = processor(text=[user_prompt(processor, "<image> hi")], images=images[:1])
+    assert torch.isfinite(model(**batch).logits).all()
+    again = PrealignProcessor.from_pretrained(tmp_path)
+    assert again.has_separate_perceiver_tokenizer
+    assert again.token_ids() == ids
+    batch_again = again(text=[user_prompt(again, "<image> hi")], images=images[:1])
+    for key in batch:
+        assert torch.equal(batch[key], batch_again[key]), key
+
+
+def _save_separate_perceiver_dpa(folder):
     from prealign import PrealignForConditionalGeneration
     from prealign.tiny import tiny_vision_tower
 
+    target_tok, perceiver_tok = tiny_tokenizer(), tiny_tokenizer(vocab_size=320)
+    processor = PrealignProcessor(tiny_image_processor(), target_tok, perceiver_tok)
     model = PrealignForConditionalGeneration.from_parts(
         tiny_vision_tower(),
         tiny_causal_lm(vocab_size=len(target_tok), hidden_size=48),
         tiny_causal_lm("llama", vocab_size=len(perceiver_tok)),
         processor=processor,
     )
-    ids = processor.token_ids()
-    assert ids["image_token_id"] != ids["perceiver_image_token_id"]
-    assert model.config.perceiver_text_config.vocab_size == len(perceiver_tok)
-    batch = processor(text=[user_prompt(processor, "<image> hi")], images=images[:1])
-    assert torch.isfinite(model(**batch).logits).all()
-    processor.save_pretrained(tmp_path)
-    again = PrealignProcessor.from_pretrained(tmp_path)
-    assert again.has_separate_perceiver_tokenizer
-    batch_again = again(text=[user_prompt(again, "<image> hi")], images=images[:1])
-    for key in batch:
-        assert torch.equal(batch[key], batch_again[key]), key
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model, processor
+
+
+def test_an_unreadable_perceiver_tokenizer_is_an_error_not_the_targets(tmp_path):
+    from prealign.processing import PERCEIVER_TOKENIZER_DIR
+
+    _save_separate_perceiver_dpa(tmp_path)
+    for file in (tmp_path / PERCEIVER_TOKENIZER_DIR).iterdir():
+        file.unlink()
+    with pytest.raises(
+        ValueError, match=r"perceiver_tokenizer holds the perceiver's own tokenizer but cannot"
+    ):
+        PrealignProcessor.from_pretrained(tmp_path)
+
+
+def test_tokenizers_that_give_other_ids_than_the_saved_model_are_an_error(tmp_path):
+    """The guard for the next upstream change in how tokenizers are saved or read: the model config
+    records the image ids; a processor whose tokenizers give other ids refuses to load."""
+    import json
+
+    model, _ = _save_separate_perceiver_dpa(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    moved = model.config.perceiver_image_start_token_id + 1
+    (tmp_path / "config.json").write_text(json.dumps({**config, "perceiver_image_start_token_id": moved}))
+    with pytest.raises(
+        ValueError,
+        match=rf"disagree on the image token ids \(perceiver_image_start_token_id: config {moved}, tokenizer",
+    ):
+        PrealignProcessor.from_pretrained(tmp_path)
 
 
 def test_loading_a_folder_without_processor_settings_names_the_file(tmp_path):

@@ -57,22 +57,28 @@ class PrealignProcessor(ProcessorMixin):
         if early_fusion and not use_perceiver:
             raise ValueError("early_fusion=True needs use_perceiver=True.")
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
-        self.perceiver_tokenizer = perceiver_tokenizer if perceiver_tokenizer is not None else tokenizer
         self.num_image_tokens = num_image_tokens
         self.use_perceiver = use_perceiver
         self.early_fusion = early_fusion
         self.image_token = image_token
         self.image_start_token = image_start_token
         self.image_end_token = image_end_token
-        tokenizers = [self.tokenizer] + [self.perceiver_tokenizer] * self.has_separate_perceiver_tokenizer
-        for tok in tokenizers:
-            tok.add_tokens(self.special_tokens(), special_tokens=True)
+        self.tokenizer.add_tokens(self.special_tokens(), special_tokens=True)
+        self.set_perceiver_tokenizer(perceiver_tokenizer)
+
+    def set_perceiver_tokenizer(self, perceiver_tokenizer: PreTrainedTokenizerBase | None) -> None:
+        """The perceiver reads with its own tokenizer (given the image tokens too), or with the
+        target's when None."""
+        self.perceiver_tokenizer = perceiver_tokenizer if perceiver_tokenizer is not None else self.tokenizer
+        if self.has_separate_perceiver_tokenizer:
+            self.perceiver_tokenizer.add_tokens(self.special_tokens(), special_tokens=True)
 
     @classmethod
     def get_attributes(cls) -> list[str]:
         """The sub-processors the mixin saves, loads and type-checks. The perceiver's tokenizer is
         not one of them: it is optional (None means the target's, saved once), which the mixin's
-        attributes cannot be, so `save_pretrained` / `_get_arguments_from_pretrained` handle it."""
+        attributes cannot be (upstream reads a missing one from the target's files, with a warning),
+        so this class's `save_pretrained` / `from_pretrained` handle it."""
         return ["image_processor", "tokenizer"]
 
     def check_argument_for_proper_class(self, argument_name: str, argument):
@@ -296,14 +302,18 @@ class PrealignProcessor(ProcessorMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> PrealignProcessor:
         """Load a processor saved by `save_pretrained` (a local folder, or a hub id on a machine
         that can reach the hub). Beside a saved model, the model's config is the source of its
-        span length, perceiver and early fusion; a processor file that disagrees is an error."""
+        span length, perceiver and early fusion, and its token ids must be the tokenizers' own:
+        a processor file or tokenizer that disagrees is an error."""
         directory = Path(pretrained_model_name_or_path)
         if not directory.is_dir():
             from huggingface_hub import snapshot_download
 
             hub = {k: v for k, v in kwargs.items() if k in ("revision", "token", "cache_dir")}
             directory = Path(snapshot_download(str(directory), **hub))
-        return super().from_pretrained(str(directory), **kwargs)
+        processor = super().from_pretrained(str(directory), **kwargs)
+        processor.set_perceiver_tokenizer(_saved_perceiver_tokenizer(directory))
+        _check_token_ids(directory, processor.token_ids())
+        return processor
 
     @classmethod
     def get_processor_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
@@ -324,25 +334,62 @@ class PrealignProcessor(ProcessorMixin):
         processor_dict.update(_model_settings(directory, processor_dict, settings_file))
         return processor_dict, rest
 
-    @classmethod
-    def _get_arguments_from_pretrained(cls, folder, processor_dict=None, **kwargs) -> list:
-        """The mixin's sub-processors, then the perceiver's tokenizer where one was saved."""
-        args = super()._get_arguments_from_pretrained(folder, processor_dict, **kwargs)
-        perceiver_dir = Path(folder) / PERCEIVER_TOKENIZER_DIR
-        return [*args, AutoTokenizer.from_pretrained(perceiver_dir) if perceiver_dir.is_dir() else None]
+
+def _saved_perceiver_tokenizer(directory: Path) -> PreTrainedTokenizerBase | None:
+    """The perceiver's own tokenizer saved in `directory`, or None where none was (the perceiver
+    reads with the target's). A folder that cannot be read is an error, never the target's."""
+    folder = directory / PERCEIVER_TOKENIZER_DIR
+    if not folder.exists():
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{folder} holds the perceiver's own tokenizer but cannot be read ({error}); the target's "
+            "tokenizer would give the perceiver other ids. Save the processor again, or restore the folder."
+        ) from error
+
+
+def _check_token_ids(directory: Path, token_ids: dict[str, int]) -> None:
+    """A saved model's image and marker ids must be the ones its processor's tokenizers give: with
+    other ids the model would read its image features at the wrong positions, or none."""
+    config = _prealign_config(directory)
+    if config is None:
+        return
+    saved = {key: getattr(config, key) for key in token_ids}
+    wrong = {
+        key: (want, token_ids[key])
+        for key, want in saved.items()
+        if want is not None and want != token_ids[key]
+    }
+    if wrong:
+        listed = ", ".join(f"{key}: config {want}, tokenizer {got}" for key, (want, got) in wrong.items())
+        raise ValueError(
+            f"The model config {directory / MODEL_CONFIG_FILE} and the tokenizers saved beside it disagree "
+            f"on the image token ids ({listed}): the tokenizer files were changed, or were read differently "
+            "by this transformers version. Save the processor with the model again."
+        )
+
+
+def _prealign_config(directory: Path):
+    """The prealign model config saved in `directory`, or None where there is none."""
+    config_file = directory / MODEL_CONFIG_FILE
+    if not config_file.is_file():
+        return None
+    from .config import PrealignConfig
+
+    if json.loads(config_file.read_text()).get("model_type") != PrealignConfig.model_type:
+        return None
+    return PrealignConfig.from_pretrained(directory)
 
 
 def _model_settings(directory: Path, settings: dict, settings_file: Path) -> dict:
     """The model-dependent settings from a prealign model config saved in `directory` (none when
     there is no such config), checked against the processor file's copies."""
+    config = _prealign_config(directory)
+    if config is None:
+        return {}
     config_file = directory / MODEL_CONFIG_FILE
-    if not config_file.is_file():
-        return {}
-    from .config import PrealignConfig
-
-    if json.loads(config_file.read_text()).get("model_type") != PrealignConfig.model_type:
-        return {}
-    config = PrealignConfig.from_pretrained(directory)
     from_config = {key: getattr(config, field) for key, field in MODEL_SETTINGS.items()}
     for key, value in from_config.items():
         if key in settings and settings[key] is not None and settings[key] != value:
