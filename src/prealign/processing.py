@@ -33,13 +33,23 @@ MODEL_SETTINGS = {
     "early_fusion": "early_fusion",
 }
 PERCEIVER_TOKENIZER_DIR = "perceiver_tokenizer"
+# How reasoning templates (Qwen3, DeepSeek-R1) delimit the reasoning before an answer.
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 class PrealignProcessor(ProcessorMixin):
     """Turns chat prompts with `<image>` placeholders and images into model inputs.
 
     `image_processor` may be None for a processor that only reads text (`prealign data check`
-    with a plain tokenizer); it cannot process or save images then."""
+    with a plain tokenizer); it cannot process or save images then.
+
+    The prompt convention, one for training and inference (`render_chat`): `system_prompt` opens
+    every conversation that has no system turn of its own; `thinking=False` renders templates with
+    a thinking mode (Qwen3) in their non-thinking mode - the empty `<think>` block is prefilled in
+    the prompt, never a label - and `thinking=True` leaves the model to write (and training to
+    supervise) its reasoning; `template_variables` are fixed values for what a template would
+    otherwise read from the moment it runs (LLaMA-3's `date_string`, today's date by default, so
+    a prompt rendered on another day than training's would differ)."""
 
     def __init__(
         self,
@@ -53,6 +63,9 @@ class PrealignProcessor(ProcessorMixin):
         image_start_token: str = "<image_start>",
         image_end_token: str = "<image_end>",
         chat_template: str | None = None,
+        system_prompt: str | None = None,
+        thinking: bool = False,
+        template_variables: dict | None = None,
     ):
         if early_fusion and not use_perceiver:
             raise ValueError("early_fusion=True needs use_perceiver=True.")
@@ -63,6 +76,9 @@ class PrealignProcessor(ProcessorMixin):
         self.image_token = image_token
         self.image_start_token = image_start_token
         self.image_end_token = image_end_token
+        self.system_prompt = system_prompt
+        self.thinking = thinking
+        self.template_variables = dict(template_variables or {})
         self.tokenizer.add_tokens(self.special_tokens(), special_tokens=True)
         self.set_perceiver_tokenizer(perceiver_tokenizer)
 
@@ -120,6 +136,32 @@ class PrealignProcessor(ProcessorMixin):
         span = self.image_start_token + self.image_token * self.num_image_tokens + self.image_end_token
         return span.join(text.split(self.image_token))
 
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool, **kwargs) -> str:
+        """The chat template over messages with text content, under this processor's prompt
+        convention (the class docstring): the one rendering that training labels and inference
+        prompts both come from, so a reply's training prefix is what inference sends before it."""
+        if self.system_prompt is not None and not any(m["role"] == "system" for m in messages):
+            messages = [{"role": "system", "content": self.system_prompt}, *messages]
+        if isinstance(self.chat_template, str):  # a processor's own template wins, as in transformers
+            kwargs.setdefault("chat_template", self.chat_template)
+        return self.tokenizer.apply_chat_template(
+            messages,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            enable_thinking=self.thinking,
+            **{**self.template_variables, **kwargs},
+        )
+
+    def answer_text(self, generated: str) -> str:
+        """A generated reply as the answer: without the reasoning block a model may still open in
+        non-thinking mode (the template's scaffolding is not part of an answer)."""
+        if self.thinking:
+            return generated
+        stripped = generated.lstrip()
+        if stripped.startswith(THINK_OPEN) and THINK_CLOSE in stripped:
+            return stripped.split(THINK_CLOSE, 1)[1].lstrip()
+        return generated
+
     def apply_chat_template(
         self,
         messages: list[dict],
@@ -128,16 +170,12 @@ class PrealignProcessor(ProcessorMixin):
         return_dict: bool = True,
         **kwargs,
     ) -> str | BatchFeature:
-        """The chat template (the processor's own, else the target tokenizer's) over messages;
-        image parts become `<image>` placeholders. With `tokenize=True`, as transformers'
-        processors do, the model inputs instead: the images come from the image parts
-        (`{"type": "image", "image": PIL image}`) and the perceiver's instruction from the messages."""
+        """The prompt (`render_chat`) of messages whose image parts become `<image>` placeholders.
+        With `tokenize=True`, as transformers' processors do, the model inputs instead: the images
+        come from the image parts (`{"type": "image", "image": PIL image}`) and the perceiver's
+        instruction from the messages."""
         flat = [{**m, "content": self._content_text(m["content"])} for m in messages]
-        if isinstance(self.chat_template, str):  # a processor's own template wins, as in transformers
-            kwargs.setdefault("chat_template", self.chat_template)
-        text = self.tokenizer.apply_chat_template(
-            flat, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
-        )
+        text = self.render_chat(flat, add_generation_prompt, **kwargs)
         if not tokenize:
             return text
         if not return_dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -33,26 +34,38 @@ _CORPUS = [
 ]
 
 
-def tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (encodes any text) with a ChatML chat template."""
-    specials = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+def tiny_tokenizer(
+    vocab_size: int = 384,
+    special_tokens: Sequence[str] = ("<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+    eos_token: str = "<|im_end|>",
+    pad_token: str = "<|pad|>",
+    bos_token: str | None = None,
+    chat_template: str = CHATML_TEMPLATE,
+    added_tokens: Sequence[str] = (),
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (encodes any text), by default with a ChatML chat template. The
+    other arguments give it a published model's special tokens and template, for tests of real
+    chat formats (`added_tokens`: tokens that are not special, as Qwen3's `<think>`)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=specials,
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS, trainer=trainer)
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        pad_token="<|pad|>",
-        eos_token="<|im_end|>",
+        pad_token=pad_token,
+        eos_token=eos_token,
+        bos_token=bos_token,
         unk_token=None,
-        chat_template=CHATML_TEMPLATE,
+        chat_template=chat_template,
     )
+    tokenizer.add_tokens(list(added_tokens))
+    return tokenizer
 
 
 def tiny_vision_tower(

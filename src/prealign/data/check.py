@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..processing import PROCESSOR_FILE, PrealignProcessor
-from .conversation import IGNORE_INDEX, RecordSkipped
+from .conversation import IGNORE_INDEX, ROLES, RecordSkipped
 from .llava import DataSource, LlavaDataset
 from .records import DataError, RecordFile, image_paths, resolve_image_path
 
@@ -29,6 +29,9 @@ ERROR_CLASSES = (
 )
 
 
+FILE_STATS = ("records", "usable", "replies", "supervised_replies", "supervised_tokens")
+
+
 @dataclass
 class CheckReport:
     records: int = 0
@@ -37,6 +40,8 @@ class CheckReport:
     images_per_record: Counter = field(default_factory=Counter)
     first_errors: dict[str, str] = field(default_factory=dict)
     shown: list[str] = field(default_factory=list)
+    # Per data file: records read, usable, replies in the usable ones, replies and tokens supervised.
+    files: dict[str, Counter] = field(default_factory=dict)
 
     def record_error(self, kind: str, message: str) -> None:
         self.counts[kind] += 1
@@ -55,6 +60,7 @@ class CheckReport:
             "first_error_of_each_kind": self.first_errors,
             "token_length": _distribution(lengths),
             "images_per_record": {str(k): v for k, v in sorted(self.images_per_record.items())},
+            "files": {path: {k: stats[k] for k in FILE_STATS} for path, stats in self.files.items()},
         }
 
 
@@ -113,13 +119,17 @@ def check_data(
             report.record_error(err.kind, str(err))
             continue
         file = dataset.files[0]
+        stats = report.files.setdefault(str(path), Counter())
         for r in tqdm(range(len(file)), desc=f"checking {Path(path).name}", unit="rec", disable=not progress):
             report.records += 1
-            _check_record(dataset, file, r, report, show)
+            stats["records"] += 1
+            _check_record(dataset, file, r, report, show, stats)
     return report
 
 
-def _check_record(dataset: LlavaDataset, file: RecordFile, r: int, report: CheckReport, show: int) -> None:
+def _check_record(
+    dataset: LlavaDataset, file: RecordFile, r: int, report: CheckReport, show: int, stats: Counter
+) -> None:
     try:
         record = file[r]
         name = file.record_name(r, record)
@@ -139,6 +149,13 @@ def _check_record(dataset: LlavaDataset, file: RecordFile, r: int, report: Check
         return
     report.counts["trimmed"] += sample.trimmed
     report.lengths.append(len(sample.input_ids))
+    supervised = [label != IGNORE_INDEX for label in sample.labels]
+    stats["usable"] += 1
+    stats["replies"] += sum(ROLES.get(turn.get("from")) == "assistant" for turn in record["conversations"])
+    stats["supervised_replies"] += sum(
+        now and not before for before, now in zip([False, *supervised[:-1]], supervised, strict=True)
+    )
+    stats["supervised_tokens"] += sum(supervised)
     if len(report.shown) < show:
         report.shown.append(
             f"--- {file.path.name} record {name}\n" + render_labels(sample, dataset.processor)
@@ -197,6 +214,8 @@ def format_report(report: CheckReport, tolerate: set[str]) -> str:
     if d["token_length"]:
         rows.append(("token length", "  ".join(f"{k} {v}" for k, v in d["token_length"].items())))
     rows.append(("images per record", "  ".join(f"{k}: {v}" for k, v in d["images_per_record"].items())))
+    for path, stats in d["files"].items():
+        rows.append((Path(path).name, "  ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items())))
     lines = [f"{name:<22}{value}" for name, value in rows]
     lines += [f"first {kind}: {message}" for kind, message in d["first_error_of_each_kind"].items()]
     return "\n".join(lines + report.shown)

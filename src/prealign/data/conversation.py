@@ -1,10 +1,12 @@
 """LLaVA conversations -> token ids and labels, from the tokenizer's own chat template.
 
-Labels are the assistant turns (and the token that ends each of them), every other token -100.
-They are computed from the rendered template: the character span of each reply comes from
-rendering the conversation up to it, and maps to tokens through the tokenizer's offsets, so no
-per-model preprocessing and no token ids are written here. Image placeholders are expanded at the
-id level afterwards, so a span is always whole.
+Labels are the assistant replies (and the token that ends each of them), every other token -100.
+They are computed from the rendered template, under the processor's prompt convention
+(`PrealignProcessor.render_chat`): a reply's characters are the part of the rendering that
+changes when only that reply changes, and map to tokens through the tokenizer's offsets, so no
+per-model preprocessing and no token ids are written here. This holds for templates that rewrite
+earlier turns (Qwen3 drops their reasoning) as well as for those that do not. Image placeholders
+are expanded at the id level afterwards, so a span is always whole.
 """
 
 from __future__ import annotations
@@ -85,32 +87,75 @@ def to_messages(record: dict, file, name: str, image_token: str) -> list[dict]:
     return messages
 
 
+# Stands in for one reply while locating it: a private-use character, which no template trims
+# and no record holds (checked).
+REPLY_STAND_IN = "\ue000"
+
+
 def encode_chat(messages: list[dict], processor: PrealignProcessor) -> tuple[list[int], list[int]]:
-    """Token ids and labels of a conversation rendered by the target tokenizer's chat template.
+    """Token ids and labels of a conversation, as `processor.render_chat` renders it whole.
 
-    Reply i starts where the template's rendering of the turns before it, plus the generation
-    prompt, ends; it ends where the rendering through reply i ends (less what follows the
-    end-of-turn token). Both renderings must be prefixes of the whole: templates that rewrite
-    earlier turns later (none of the common ones) are rejected rather than mislabelled.
+    Reply i is the text that differs between the rendering and the same rendering with reply i
+    swapped for a stand-in; where the inference prompt of turn i (the turns before it and the
+    generation prompt) is a prefix of the rendering, the reply starts where that prompt ends, so
+    a reasoning block the model writes itself is supervised while a prefilled one is not. The
+    label runs through the tokenizer's end-of-turn (EOS) token that closes the reply.
     """
-    tokenizer = processor.tokenizer
+    if any(REPLY_STAND_IN in m["content"] for m in messages):
+        raise ValueError(f"a turn holds the character U+{ord(REPLY_STAND_IN):04X}, which prealign reserves")
+    text = processor.render_chat(messages, add_generation_prompt=False)
+    spans = [
+        _reply_span(messages, i, text, processor)
+        for i, message in enumerate(messages)
+        if message["role"] == "assistant"
+    ]
+    return _label_spans(processor.tokenizer, text, spans)
 
-    def render(turns: list[dict], generation_prompt: bool) -> str:
-        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
 
-    text = render(messages, False)
-    spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before, through = render(messages[:i], True), render(messages[: i + 1], False)
-        if not (text.startswith(before) and text.startswith(through)):
-            raise ValueError(
-                f"The chat template is not prefix-consistent at turn {i}: rendering the first turns does not "
-                "give a prefix of the whole conversation, so the assistant turns cannot be located."
-            )
-        spans.append((len(before), _end_of_turn(text, len(before), len(through), tokenizer.eos_token)))
-    return _label_spans(tokenizer, text, spans)
+def _reply_span(messages: list[dict], i: int, text: str, processor: PrealignProcessor) -> tuple[int, int]:
+    """The characters of reply i in `text` (the whole rendering), through its end-of-turn token."""
+    swapped = [*messages[:i], {**messages[i], "content": REPLY_STAND_IN}, *messages[i + 1 :]]
+    marked = processor.render_chat(swapped, add_generation_prompt=False)
+    if marked.count(REPLY_STAND_IN) != 1:
+        raise ValueError(
+            f"The chat template does not render reply {i} exactly once, so it cannot be located (the "
+            "template drops or repeats assistant turns)."
+        )
+    where = marked.index(REPLY_STAND_IN)
+    start = _common_prefix_length(text, marked, where)
+    end = len(text) - _common_suffix_length(text, marked, min(len(marked) - where - 1, len(text) - start))
+    prompt = processor.render_chat(messages[:i], add_generation_prompt=True)
+    if text.startswith(prompt) and len(prompt) <= start:
+        start = len(prompt)
+    return start, _end_of_turn(text, end, processor.tokenizer.eos_token, i)
+
+
+def _common_prefix_length(a: str, b: str, limit: int) -> int:
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _common_suffix_length(a: str, b: str, limit: int) -> int:
+    n = 0
+    while n < limit and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+def _end_of_turn(text: str, end: int, eos_token: str | None, i: int) -> int:
+    """Supervise through the end-of-turn token (the tokenizer's EOS) that closes the reply, and the
+    template's whitespace before it: the model has to write both to end its turn."""
+    if not eos_token:
+        return end
+    position = text.find(eos_token, end)
+    if position < 0 or text[end:position].strip():
+        raise ValueError(
+            f"The chat template does not close reply {i} with the tokenizer's end-of-turn token "
+            f"{eos_token!r}: set the tokenizer's eos_token to the token that ends an assistant turn."
+        )
+    return position + len(eos_token)
 
 
 def encode_plain(
@@ -124,14 +169,6 @@ def encode_plain(
     prefix = processor.image_token * num_images + "\n"
     text = prefix + caption + (processor.tokenizer.eos_token or "")
     return _label_spans(processor.tokenizer, text, [(len(prefix), len(text))])
-
-
-def _end_of_turn(text: str, start: int, end: int, eos_token: str | None) -> int:
-    """Supervise through the turn's end-of-turn token (the tokenizer's EOS), not what follows it."""
-    if not eos_token:
-        return end
-    position = text.rfind(eos_token, start, end)
-    return position + len(eos_token) if position >= 0 else end
 
 
 def _label_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:

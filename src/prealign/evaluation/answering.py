@@ -41,7 +41,7 @@ def generate_answers(
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
     answers = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [cut_at_stop(answer, stop) for answer in answers]
+    return [cut_at_stop(processor.answer_text(answer), stop) for answer in answers]
 
 
 @torch.no_grad()

@@ -158,7 +158,7 @@ class Conversations:
         self._cache, self._cached_ids = cache, out[0, : cache.get_seq_length()].tolist()
         self._cached_images = image_keys
         new = out[0, len(ids) :].tolist()
-        text = tokenizer.decode(new, skip_special_tokens=True)
+        text = processor.answer_text(tokenizer.decode(new, skip_special_tokens=True))
         cut = cut_at_stop(text, stop)
         ended = (bool(new) and new[-1] == tokenizer.eos_token_id) or len(cut) < len(text)
         return Reply(

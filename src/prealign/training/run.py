@@ -34,6 +34,11 @@ def build_model_and_processor(settings: ModelSettings):
                 f"model.config {settings.config} cannot apply to model.checkpoint {settings.checkpoint}: "
                 "a saved model's architecture is fixed; config values apply when assembling from parts."
             )
+        if settings.prompt:
+            raise ValueError(
+                f"model.prompt cannot apply to model.checkpoint {settings.checkpoint}: its processor carries "
+                "the prompt convention it was trained with; prompt values apply when assembling from parts."
+            )
         model = PrealignForConditionalGeneration.from_pretrained(settings.checkpoint, **load)
         return model, PrealignProcessor.from_pretrained(settings.checkpoint)
     variant = VARIANTS[settings.variant]
@@ -45,6 +50,7 @@ def build_model_and_processor(settings: ModelSettings):
             vlm_processor.image_processor,
             AutoTokenizer.from_pretrained(settings.text),
             vlm_processor.tokenizer,
+            **_prompt_convention(settings),
         )
         vlm = PrealignForConditionalGeneration.from_pretrained(settings.perceiver_vlm, **load)
         text = load_causal_lm(settings.text, **load)
@@ -59,6 +65,7 @@ def build_model_and_processor(settings: ModelSettings):
             AutoImageProcessor.from_pretrained(settings.vision),
             AutoTokenizer.from_pretrained(settings.text),
             perceiver_tokenizer,
+            **_prompt_convention(settings),
         )
         model = PrealignForConditionalGeneration.from_parts(
             settings.vision, settings.text, settings.perceiver, processor=processor, **load, **config
@@ -66,6 +73,16 @@ def build_model_and_processor(settings: ModelSettings):
     if variant.perceiver_init == "random_lm_blocks":
         reinitialize_perceiver_lm(model)
     return model, processor
+
+
+PROMPT_SETTINGS = ("system_prompt", "thinking", "template_variables")
+
+
+def _prompt_convention(settings: ModelSettings) -> dict:
+    unknown = sorted(set(settings.prompt) - set(PROMPT_SETTINGS))
+    if unknown:
+        raise ValueError(f"model.prompt: unknown setting(s) {unknown} (known: {', '.join(PROMPT_SETTINGS)}).")
+    return settings.prompt
 
 
 def _check_local_paths(settings: ModelSettings) -> None:

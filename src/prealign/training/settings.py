@@ -35,6 +35,9 @@ class ModelSettings:
     perceiver_vlm: str | None = None  # a small VLM trained with the baseline recipe (the usual perceiver)
     perceiver_tokenizer: str | None = None  # when the perceiver's vocabulary differs from the target's
     config: dict[str, Any] = field(default_factory=dict)  # PrealignConfig fields
+    # The prompt convention of training and of every later use (PrealignProcessor: system_prompt,
+    # thinking, template_variables); saved with the processor, so a checkpoint carries its own.
+    prompt: dict[str, Any] = field(default_factory=dict)
     dtype: str | None = None
     attn_implementation: str | None = None
 
