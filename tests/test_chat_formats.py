@@ -300,7 +300,8 @@ def test_a_multi_turn_qwen3_record_trains_through_prealign_train_with_every_repl
     }
     (tmp_path / "stage.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", str(tmp_path / "stage.yaml")]) == 0
-    history = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
+    history = state["log_history"]
     assert [row["step"] for row in history if "loss" in row] == [1, 2]
     trained = PrealignProcessor.from_pretrained(tmp_path / "run")
     [sample, _] = list(LlavaDataset([DataSource(tmp_path / "multi.json", tmp_path)], trained))
