@@ -145,7 +145,7 @@ def test_the_system_prompt_setting_opens_training_and_inference_alike():
     prompt = processor.apply_chat_template(SINGLE[:1])
     assert prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
     ids, labels = encode_chat(SINGLE, processor)
-    start = labels.index(next(label for label in labels if label != IGNORE_INDEX))
+    start = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
     assert processor.tokenizer.decode(ids[:start]) == prompt
     own = [{"role": "system", "content": "Be terse."}, *SINGLE]  # a record's own system turn wins
     assert "helpful" not in processor.apply_chat_template(own[:2])
@@ -179,7 +179,9 @@ def test_a_multi_turn_qwen3_record_trains_with_every_reply_and_an_image_span_who
     assert decoded == ["Red.<|im_end|>", "Four wheels.<|im_end|>", "yes<|im_end|>"]
     image = processor.token_ids()["image_token_id"]
     assert ids.count(image) == 3
-    last_start = len(ids) - len(processor.tokenizer("yes<|im_end|>\n", add_special_tokens=False)["input_ids"])
+    last_start = max(
+        i for i in range(len(ids)) if labels[i] != IGNORE_INDEX and labels[i - 1] == IGNORE_INDEX
+    )
     inference = processor(text=[processor.apply_chat_template(MULTI[:5])], images=[sample_image(tmp_path)])
     assert inference["input_ids"][0].tolist() == ids[:last_start]
 

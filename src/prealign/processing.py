@@ -148,8 +148,7 @@ class PrealignProcessor(ProcessorMixin):
             messages,
             tokenize=False,
             add_generation_prompt=add_generation_prompt,
-            enable_thinking=self.thinking,
-            **{**self.template_variables, **kwargs},
+            **{"enable_thinking": self.thinking, **self.template_variables, **kwargs},
         )
 
     def answer_text(self, generated: str) -> str:
