@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from conftest import user_prompt
+from transformers import SiglipImageProcessorPil
 
 from prealign import PrealignProcessor
 from prealign.tiny import tiny_causal_lm, tiny_image_processor, tiny_model, tiny_tokenizer
@@ -264,3 +267,60 @@ def test_prompts_must_be_given():
     _, processor = tiny_model("baseline")
     with pytest.raises(ValueError, match="text="):
         processor(images=None)
+
+
+class _TorchvisionLike(SiglipImageProcessorPil):
+    """Stands in for transformers' torchvision image processor where torchvision is not installed:
+    another backend whose pixel values differ by one 8-bit level, as measured on SigLIP's."""
+
+    @property
+    def backend(self) -> str:
+        return "torchvision"
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "image_processor_type": "SiglipImageProcessor"}  # as the real one saves
+
+    def __call__(self, images, **kwargs):
+        out = super().__call__(images, **kwargs)
+        out["pixel_values"] = out["pixel_values"] + 1 / 255 / self.image_std[0]
+        return out
+
+
+def test_a_saved_processor_keeps_its_image_backend_where_torchvision_is_importable(
+    tmp_path, images, monkeypatch
+):
+    """transformers picks the torchvision backend whenever torchvision imports; the processor records
+    the backend it was built with and asks for it on load, so pixel values do not change."""
+    import json
+
+    from transformers import AutoImageProcessor
+
+    _, processor = tiny_model("baseline")
+    processor.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "processor_config.json").read_text())["image_processor_backend"] == "pil"
+    real = AutoImageProcessor.from_pretrained.__func__
+
+    def as_with_torchvision(cls, folder, *args, **kwargs):  # no backend asked: torchvision's
+        loaded = real(cls, folder, *args, **kwargs)
+        return loaded if kwargs.get("backend") else _TorchvisionLike(**loaded.to_dict())
+
+    monkeypatch.setattr(AutoImageProcessor, "from_pretrained", classmethod(as_with_torchvision))
+    prompt = [user_prompt(processor, "<image>\nwhat?")]
+    expected = processor(text=prompt, images=images[:1])["pixel_values"]
+    other = _TorchvisionLike(**processor.image_processor.to_dict())(images[:1], return_tensors="pt")
+    assert not torch.equal(other["pixel_values"], expected)  # the difference the record prevents
+    loaded = PrealignProcessor.from_pretrained(tmp_path)
+    assert loaded.image_processor_backend == "pil"
+    assert torch.equal(loaded(text=prompt, images=images[:1])["pixel_values"], expected)
+
+
+def test_a_backend_this_environment_cannot_give_is_an_error_not_another_backend():
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: the torchvision backend is available here")
+    _, processor = tiny_model("baseline")
+    with pytest.raises(
+        ValueError, match=r"asks for the 'torchvision' image-processor backend .* cannot give"
+    ):
+        PrealignProcessor(
+            processor.image_processor, processor.tokenizer, image_processor_backend="torchvision"
+        )

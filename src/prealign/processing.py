@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
+from transformers import (
+    AutoImageProcessor,
+    AutoTokenizer,
+    BatchFeature,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+)
 
 from .padding import pad_with_mask
 
@@ -49,7 +56,10 @@ class PrealignProcessor(ProcessorMixin):
     the prompt, never a label - and `thinking=True` leaves the model to write (and training to
     supervise) its reasoning; `template_variables` are fixed values for what a template would
     otherwise read from the moment it runs (LLaMA-3's `date_string`, today's date by default, so
-    a prompt rendered on another day than training's would differ)."""
+    a prompt rendered on another day than training's would differ).
+
+    `image_processor_backend` ("pil", "torchvision") rebuilds the image processor on that backend:
+    a loaded processor processes images as it did when it was saved, whatever else is installed."""
 
     def __init__(
         self,
@@ -66,10 +76,16 @@ class PrealignProcessor(ProcessorMixin):
         system_prompt: str | None = None,
         thinking: bool = False,
         template_variables: dict | None = None,
+        image_processor_backend: str | None = None,
     ):
         if early_fusion and not use_perceiver:
             raise ValueError("early_fusion=True needs use_perceiver=True.")
+        if image_processor is not None and image_processor_backend is not None:
+            image_processor = with_backend(image_processor, image_processor_backend)
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        # Saved with the processor: transformers' own image-processor file does not record it, and
+        # picks torchvision where it can be imported, PIL elsewhere (pixel values differ slightly).
+        self.image_processor_backend = getattr(image_processor, "backend", None)
         self.num_image_tokens = num_image_tokens
         self.use_perceiver = use_perceiver
         self.early_fusion = early_fusion
@@ -370,6 +386,29 @@ class PrealignProcessor(ProcessorMixin):
             raise ValueError(f"{settings_file} is not a {cls.__name__} file (processor_class).")
         processor_dict.update(_model_settings(directory, processor_dict, settings_file))
         return processor_dict, rest
+
+
+def with_backend(image_processor, backend: str):
+    """`image_processor` on `backend`: itself, or rebuilt from its settings through transformers'
+    `AutoImageProcessor`. A backend this environment cannot give is an error, not another one."""
+    if getattr(image_processor, "backend", None) == backend:
+        return image_processor
+    with tempfile.TemporaryDirectory() as folder:
+        image_processor.save_pretrained(folder)
+        try:
+            rebuilt = AutoImageProcessor.from_pretrained(folder, backend=backend)
+        except (ImportError, ValueError) as error:
+            rebuilt, reason = None, str(error)
+    if rebuilt is not None and rebuilt.backend == backend:
+        return rebuilt
+    found = f"got the {rebuilt.backend} backend" if rebuilt is not None else reason
+    needs = " (torchvision)" if backend == "torchvision" else ""
+    raise ValueError(
+        f"The processor asks for the {backend!r} image-processor backend (recorded when it was saved), "
+        f"which this environment cannot give ({found}); its pixel values would differ from those the "
+        f"model was trained on. Install what that backend needs{needs}, or pass "
+        "image_processor_backend= to accept another."
+    )
 
 
 def _saved_perceiver_tokenizer(directory: Path) -> PreTrainedTokenizerBase | None:
