@@ -310,3 +310,14 @@ def test_a_multi_turn_qwen3_record_trains_through_prealign_train_with_every_repl
     ids, labels = sample["input_ids"].tolist(), sample["labels"].tolist()
     decoded = [trained.tokenizer.decode(run) for run in supervised_runs(ids, labels)]
     assert decoded == ["Red.<|im_end|>", "Four wheels.<|im_end|>", "yes<|im_end|>"]
+
+
+@pytest.mark.parametrize("reply", ["<think>\n\n</think>\n\nRed.", "Red.", "<b>Red</b>"])
+def test_a_streamed_answer_only_grows_and_never_shows_the_reasoning_block(reply):
+    """What `prealign serve` streams: each prefix's answer extends the one before and ends as the
+    complete reply's answer."""
+    processor = published_processor("qwen3")
+    shown = [processor.answer_text(reply[:n], complete=False) for n in range(len(reply) + 1)]
+    final = processor.answer_text(reply)
+    assert all(final.startswith(part) for part in shown) and shown[-1] == final
+    assert "think>" not in "".join(shown)

@@ -167,14 +167,18 @@ class PrealignProcessor(ProcessorMixin):
             **{"enable_thinking": self.thinking, **self.template_variables, **kwargs},
         )
 
-    def answer_text(self, generated: str) -> str:
+    def answer_text(self, generated: str, complete: bool = True) -> str:
         """A generated reply as the answer: without the reasoning block a model may still open in
-        non-thinking mode (the template's scaffolding is not part of an answer)."""
+        non-thinking mode (the template's scaffolding is not part of an answer). While streaming
+        (`complete=False`), nothing is shown while the reply is, or may still become, an open block,
+        so what is shown only ever grows."""
         if self.thinking:
             return generated
         stripped = generated.lstrip()
         if stripped.startswith(THINK_OPEN) and THINK_CLOSE in stripped:
             return stripped.split(THINK_CLOSE, 1)[1].lstrip()
+        if not complete and (stripped.startswith(THINK_OPEN) or THINK_OPEN.startswith(stripped)):
+            return ""
         return generated
 
     def apply_chat_template(

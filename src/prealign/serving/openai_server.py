@@ -172,8 +172,8 @@ def create_app(
 
 def _stream(answer, messages, options, conversations, completion_id, created, model_name) -> Iterator[str]:
     """Server-sent events: a role chunk, content chunks, a final chunk with the finish reason."""
-    tokenizer = conversations.processor.tokenizer
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    processor = conversations.processor
+    streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     result: dict = {}
 
     def run():
@@ -201,7 +201,7 @@ def _stream(answer, messages, options, conversations, completion_id, created, mo
     hold = max((len(s) for s in stop), default=1) - 1  # a stop string may still be forming
     for piece in streamer:
         text += piece
-        visible = cut_at_stop(text, stop)
+        visible = cut_at_stop(processor.answer_text(text, complete=False), stop)
         ready = len(visible) if len(visible) < len(text) else max(sent, len(visible) - hold)
         if ready > sent:
             yield event({"content": visible[sent:ready]})
