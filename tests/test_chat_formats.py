@@ -321,3 +321,19 @@ def test_a_streamed_answer_only_grows_and_never_shows_the_reasoning_block(reply)
     final = processor.answer_text(reply)
     assert all(final.startswith(part) for part in shown) and shown[-1] == final
     assert "think>" not in "".join(shown)
+
+
+def test_prealign_chat_prints_answers_without_the_reasoning_block():
+    import io
+
+    from prealign.serving.terminal import _StreamTo
+
+    out = io.StringIO()
+    streamer = _StreamTo(published_processor("qwen3"), out)
+    for piece in ["<think>\n", "\n</think>\n\n", "Red", "."]:
+        streamer.on_finalized_text(piece)
+    streamer.on_finalized_text("", stream_end=True)
+    for piece in ["Blue", "."]:  # the next reply starts afresh
+        streamer.on_finalized_text(piece)
+    streamer.on_finalized_text("", stream_end=True)
+    assert out.getvalue() == "Red.\nBlue.\n"

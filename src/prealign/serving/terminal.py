@@ -17,15 +17,20 @@ HELP = "Type a message. /image PATH attaches an image to your next message; /res
 
 
 class _StreamTo(TextStreamer):
-    """A TextStreamer that writes to a given stream instead of printing."""
+    """A TextStreamer that writes the answer (`PrealignProcessor.answer_text`) to a given stream
+    instead of printing the raw reply."""
 
-    def __init__(self, tokenizer, stream: TextIO):
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self.stream = stream
+    def __init__(self, processor, stream: TextIO):
+        super().__init__(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.processor, self.stream = processor, stream
+        self.reply, self.shown = "", 0
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        self.stream.write(text + ("\n" if stream_end else ""))
+        self.reply += text
+        answer = self.processor.answer_text(self.reply, complete=stream_end)
+        self.stream.write(answer[self.shown :] + ("\n" if stream_end else ""))
         self.stream.flush()
+        self.reply, self.shown = ("", 0) if stream_end else (self.reply, len(answer))
 
 
 def run_chat(
@@ -40,7 +45,7 @@ def run_chat(
     out.write(HELP + "\n")
     start = [{"role": "system", "content": system}] if system else []
     messages, pending = list(start), []
-    streamer = _StreamTo(conversations.processor.tokenizer, out)
+    streamer = _StreamTo(conversations.processor, out)
     for raw in lines:
         line = raw.strip()
         if not line:
