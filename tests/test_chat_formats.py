@@ -43,9 +43,6 @@ FORMATS = {  # the special tokens and end-of-turn token each model's tokenizer_c
     ),
     "smollm2_instruct": dict(special_tokens=CHATML, eos_token="<|im_end|>", pad_token="<|endoftext|>"),
 }
-# Templates that render earlier replies otherwise once a later turn follows (Qwen3 drops history's
-# reasoning blocks and the empty one): there only the last reply's prefix is its inference prompt.
-REWRITES_HISTORY = {"qwen3"}
 
 
 def published_processor(name: str, **settings) -> PrealignProcessor:
@@ -101,8 +98,8 @@ def test_every_reply_is_supervised_once_with_its_end_of_turn_and_nothing_else(na
 @pytest.mark.parametrize("name", FORMATS)
 def test_the_inference_prompt_is_the_training_prefix_of_the_reply(name, conversation):
     """What `prealign eval`, chat, serve and the lmms-eval adapter send (`apply_chat_template`) is,
-    token for token, what training put before the reply: for every reply, or where the template
-    rewrites history, for the last (a conversation continued from there)."""
+    token for token, what training put before each reply - Qwen3's too, whose template renders
+    earlier replies otherwise once later turns follow (`prealign.chat_rendering`)."""
     processor = published_processor(name)
     messages = CONVERSATIONS[conversation]
     ids, labels = encode_chat(messages, processor)
@@ -110,8 +107,7 @@ def test_the_inference_prompt_is_the_training_prefix_of_the_reply(name, conversa
         i for i in range(len(ids)) if labels[i] != IGNORE_INDEX and (i == 0 or labels[i - 1] == IGNORE_INDEX)
     ]
     replies = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    checked = replies[-1:] if name in REWRITES_HISTORY else replies
-    for turn in checked:
+    for turn in replies:
         prompt = processor.apply_chat_template(messages[:turn])
         prompt_ids = processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         assert ids[: starts[replies.index(turn)]] == prompt_ids, (name, conversation, turn)
@@ -337,3 +333,24 @@ def test_prealign_chat_prints_answers_without_the_reasoning_block():
         streamer.on_finalized_text(piece)
     streamer.on_finalized_text("", stream_end=True)
     assert out.getvalue() == "Red.\nBlue.\n"
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+@pytest.mark.parametrize("name", FORMATS)
+def test_turn_by_turn_rendering_is_the_templates_own_where_it_keeps_history_as_it_was(name, conversation):
+    """ChatML-like and LLaMA templates render history as it was: there the turn-by-turn text is the
+    template's whole rendering. Qwen3's keeps each reply's empty reasoning block (the authors' training
+    format), which the template's whole rendering drops from every reply before the last user turn."""
+    processor = published_processor(name, template_variables={"date_string": "26 Jul 2024"})
+    messages = CONVERSATIONS[conversation]
+    whole = processor.tokenizer.apply_chat_template(
+        messages, tokenize=False, enable_thinking=False, date_string="26 Jul 2024"
+    )
+    ours = processor.render_chat(messages, add_generation_prompt=False)
+    replies = sum(m["role"] == "assistant" for m in messages)
+    if name == "qwen3":
+        assert ours.count("<think>\n\n</think>\n\n") == replies
+        assert whole.count("<think>\n\n</think>\n\n") == 1
+        assert ours.replace("<think>\n\n</think>\n\n", "") == whole.replace("<think>\n\n</think>\n\n", "")
+    else:
+        assert ours == whole

@@ -27,6 +27,7 @@ from transformers import (
     ProcessorMixin,
 )
 
+from .chat_rendering import RenderedChat, render_turn_by_turn
 from .padding import pad_with_mask
 
 # transformers' processor file name, so that `AutoProcessor.from_pretrained` finds the class in it.
@@ -153,19 +154,28 @@ class PrealignProcessor(ProcessorMixin):
         return span.join(text.split(self.image_token))
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool, **kwargs) -> str:
+        """The prompt or training text of messages with text content (`render_conversation`)."""
+        return self.render_conversation(messages, add_generation_prompt, **kwargs).text
+
+    def render_conversation(
+        self, messages: list[dict], add_generation_prompt: bool, **kwargs
+    ) -> RenderedChat:
         """The chat template over messages with text content, under this processor's prompt
-        convention (the class docstring): the one rendering that training labels and inference
-        prompts both come from, so a reply's training prefix is what inference sends before it."""
+        convention (the class docstring), turn by turn (`chat_rendering`): the one rendering that
+        training labels and inference prompts both come from, so each reply's training prefix is
+        what inference sends at its turn. Also says where each reply lies in the text."""
         if self.system_prompt is not None and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": self.system_prompt}, *messages]
         if isinstance(self.chat_template, str):  # a processor's own template wins, as in transformers
             kwargs.setdefault("chat_template", self.chat_template)
-        return self.tokenizer.apply_chat_template(
-            messages,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-            **{"enable_thinking": self.thinking, **self.template_variables, **kwargs},
-        )
+        variables = {"enable_thinking": self.thinking, **self.template_variables, **kwargs}
+
+        def render(turns: list[dict], generation_prompt: bool) -> str:
+            return self.tokenizer.apply_chat_template(
+                turns, tokenize=False, add_generation_prompt=generation_prompt, **variables
+            )
+
+        return render_turn_by_turn(render, messages, add_generation_prompt)
 
     def answer_text(self, generated: str, complete: bool = True) -> str:
         """A generated reply as the answer: without the reasoning block a model may still open in

@@ -1,12 +1,10 @@
 """LLaVA conversations -> token ids and labels, from the tokenizer's own chat template.
 
 Labels are the assistant replies (and the token that ends each of them), every other token -100.
-They are computed from the rendered template, under the processor's prompt convention
-(`PrealignProcessor.render_chat`): a reply's characters are the part of the rendering that
-changes when only that reply changes, and map to tokens through the tokenizer's offsets, so no
-per-model preprocessing and no token ids are written here. This holds for templates that rewrite
-earlier turns (Qwen3 drops their reasoning) as well as for those that do not. Image placeholders
-are expanded at the id level afterwards, so a span is always whole.
+They come from the processor's rendering (`PrealignProcessor.render_conversation`, turn by turn:
+`prealign.chat_rendering`), which says where each reply lies; the tokenizer's offsets map that to
+tokens, so no per-model preprocessing and no token ids are written here. Image placeholders are
+expanded at the id level afterwards, so a span is always whole.
 """
 
 from __future__ import annotations
@@ -87,64 +85,19 @@ def to_messages(record: dict, file, name: str, image_token: str) -> list[dict]:
     return messages
 
 
-# Stands in for one reply while locating it: a private-use character, which no template trims
-# and no record holds (checked).
-REPLY_STAND_IN = "\ue000"
-
-
 def encode_chat(messages: list[dict], processor: PrealignProcessor) -> tuple[list[int], list[int]]:
-    """Token ids and labels of a conversation, as `processor.render_chat` renders it whole.
-
-    Reply i is the text that differs between the rendering and the same rendering with reply i
-    swapped for a stand-in; where the inference prompt of turn i (the turns before it and the
-    generation prompt) is a prefix of the rendering, the reply starts where that prompt ends, so
-    a reasoning block the model writes itself is supervised while a prefilled one is not. The
-    label runs through the tokenizer's end-of-turn (EOS) token that closes the reply.
-    """
-    if any(REPLY_STAND_IN in m["content"] for m in messages):
-        raise ValueError(f"a turn holds the character U+{ord(REPLY_STAND_IN):04X}, which prealign reserves")
-    text = processor.render_chat(messages, add_generation_prompt=False)
+    """Token ids and labels of a conversation as `processor.render_conversation` renders it: each
+    reply is supervised from the end of its turn's prompt through the end-of-turn (EOS) token that
+    closes it."""
+    rendered = processor.render_conversation(messages, add_generation_prompt=False)
+    eos = processor.tokenizer.eos_token
     spans = [
-        _reply_span(messages, i, text, processor)
-        for i, message in enumerate(messages)
-        if message["role"] == "assistant"
+        (start, _end_of_turn(rendered.text, end, eos, i)) for i, (start, end) in enumerate(rendered.replies)
     ]
-    return _label_spans(processor.tokenizer, text, spans)
+    return _label_spans(processor.tokenizer, rendered.text, spans)
 
 
-def _reply_span(messages: list[dict], i: int, text: str, processor: PrealignProcessor) -> tuple[int, int]:
-    """The characters of reply i in `text` (the whole rendering), through its end-of-turn token."""
-    swapped = [*messages[:i], {**messages[i], "content": REPLY_STAND_IN}, *messages[i + 1 :]]
-    marked = processor.render_chat(swapped, add_generation_prompt=False)
-    if marked.count(REPLY_STAND_IN) != 1:
-        raise ValueError(
-            f"The chat template does not render reply {i} exactly once, so it cannot be located (the "
-            "template drops or repeats assistant turns)."
-        )
-    where = marked.index(REPLY_STAND_IN)
-    start = _common_prefix_length(text, marked, where)
-    end = len(text) - _common_suffix_length(text, marked, min(len(marked) - where - 1, len(text) - start))
-    prompt = processor.render_chat(messages[:i], add_generation_prompt=True)
-    if text.startswith(prompt) and len(prompt) <= start:
-        start = len(prompt)
-    return start, _end_of_turn(text, end, processor.tokenizer.eos_token, i)
-
-
-def _common_prefix_length(a: str, b: str, limit: int) -> int:
-    n = 0
-    while n < limit and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def _common_suffix_length(a: str, b: str, limit: int) -> int:
-    n = 0
-    while n < limit and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return n
-
-
-def _end_of_turn(text: str, end: int, eos_token: str | None, i: int) -> int:
+def _end_of_turn(text: str, end: int, eos_token: str | None, reply: int) -> int:
     """Supervise through the end-of-turn token (the tokenizer's EOS) that closes the reply, and the
     template's whitespace before it: the model has to write both to end its turn."""
     if not eos_token:
@@ -152,7 +105,7 @@ def _end_of_turn(text: str, end: int, eos_token: str | None, i: int) -> int:
     position = text.find(eos_token, end)
     if position < 0 or text[end:position].strip():
         raise ValueError(
-            f"The chat template does not close reply {i} with the tokenizer's end-of-turn token "
+            f"The chat template does not close reply {reply + 1} with the tokenizer's end-of-turn token "
             f"{eos_token!r}: set the tokenizer's eos_token to the token that ends an assistant turn."
         )
     return position + len(eos_token)
