@@ -14,7 +14,12 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, AutoModel, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-ProjectorType = Literal["mlp2x_gelu", "linear_relu_linear", "linear"]
+from .image_span import span_length
+
+ProjectorType = Literal["mlp2x_gelu", "linear_relu_linear", "linear", "merger"]
+# Native-resolution towers (Qwen2-VL, Qwen2.5-VL) take flattened patches and a (t, h, w) grid per
+# image and merge merge x merge patches into one feature; their configs say so with this field.
+GRID_TOWER_FIELD = "spatial_merge_size"
 PerceiverBlocks = Literal["lm", "mlp", "none"]
 
 
@@ -30,9 +35,12 @@ class PrealignConfig(PreTrainedConfig):
         vision_feature_layer: index into the vision tower's `hidden_states`.
         vision_feature_select_strategy: `"full"` keeps every position; `"drop_cls"` drops the first
             one (the class token of CLIP-like towers).
-        image_seq_length: feature positions per image (N). Computed from `vision_config` when unset.
+        image_seq_length: feature positions per image (N) of a fixed-size tower. Computed from
+            `vision_config` when unset; None for native-resolution towers, whose N differs per
+            image (`prealign.image_span`).
         projector_type: the projector from the vision tower into the first LM (the baseline's phi,
-            or the perceiver's phi_p). LLaVA's is `"mlp2x_gelu"`.
+            or the perceiver's phi_p). LLaVA's is `"mlp2x_gelu"`; `"merger"` is a native-resolution
+            tower's own merger (its output width must be the first LM's), as the authors' DPA uses.
         aligner_type: DPA's aligner phi from the perceiver to the target. The authors use
             `"linear_relu_linear"` (Linear d_p->d_p, ReLU, Linear d_p->d_t).
         perceiver_blocks: what processes the image span inside the perceiver: `"lm"` (the small
@@ -46,6 +54,11 @@ class PrealignConfig(PreTrainedConfig):
         include_image_markers: whether the image start/end markers belong to the DPA image span
             (N+2 features per image, as the authors do) or only the N image positions do.
         early_fusion: the perceiver also reads the user's instruction, placed before the image.
+        perceiver_mrope_section: multimodal rotary embedding (Qwen2.5-VL's M-RoPE) in the perceiver
+            LM: how many of each attention head's rotary frequencies follow an image token's
+            temporal, height and width position (summing to half the head dimension; the authors'
+            [16, 24, 24]). Text keeps 1-D positions; the rotary base (theta) is the perceiver LM
+            config's own. None keeps 1-D positions everywhere. Needs a native-resolution tower.
         image_token_id / image_start_token_id / image_end_token_id: the target tokenizer's ids of
             the placeholder and markers, set from the processor (looked up by string, never fixed).
         perceiver_image_token_id / ...: the same ids in the perceiver's tokenizer.
@@ -71,6 +84,7 @@ class PrealignConfig(PreTrainedConfig):
     perceiver_mlp_hidden_size: int | None = None
     include_image_markers: bool = True
     early_fusion: bool = False
+    perceiver_mrope_section: list[int] | None = None
     image_token_id: int | None = None
     image_start_token_id: int | None = None
     image_end_token_id: int | None = None
@@ -85,7 +99,7 @@ class PrealignConfig(PreTrainedConfig):
         if self.text_config.tie_word_embeddings:
             self.tie_word_embeddings = True
         self.check_consistency()
-        if self.image_seq_length is None:
+        if self.image_seq_length is None and not self.native_resolution:
             self.image_seq_length = count_image_features(
                 self.vision_config, self.vision_feature_layer, self.vision_feature_select_strategy
             )
@@ -112,10 +126,27 @@ class PrealignConfig(PreTrainedConfig):
         return self.perceiver_text_config is not None
 
     @property
+    def native_resolution(self) -> bool:
+        """The vision tower reads each image at its own size (N differs per image)."""
+        return hasattr(self.vision_config, GRID_TOWER_FIELD)
+
+    @property
+    def first_lm_config(self) -> PreTrainedConfig:
+        """The LM the vision features go into: the perceiver's for DPA, the target for the baseline."""
+        return self.perceiver_text_config if self.is_dpa else self.text_config
+
+    @property
     def image_span_length(self) -> int:
-        """Positions of one image in the target sequence that receive visual features."""
-        markers = 2 if self.is_dpa and self.include_image_markers else 0
-        return self.image_seq_length + markers
+        """Target positions one image fills, for a fixed-size tower (all images alike)."""
+        if self.image_seq_length is None:
+            raise ValueError(
+                "A native-resolution tower's images differ in length: use features_per_image(N)."
+            )
+        return self.features_per_image(self.image_seq_length)
+
+    def features_per_image(self, image_tokens: int) -> int:
+        """Target positions one image of N image tokens fills: N, plus its markers under DPA."""
+        return span_length(image_tokens) if self.is_dpa and self.include_image_markers else image_tokens
 
     def check_consistency(self) -> None:
         """Reject combinations that would silently train something other than what was asked."""
@@ -134,6 +165,7 @@ class PrealignConfig(PreTrainedConfig):
                 f"vision_feature_layer={self.vision_feature_layer} is out of range for a vision tower "
                 f"with {n_vision} layers (valid: {-(n_vision + 1)}..{n_vision})."
             )
+        self._check_vision_path()
         if not self.is_dpa:
             if self.early_fusion:
                 raise ValueError("early_fusion=True needs a perceiver (perceiver_text_config is None).")
@@ -155,6 +187,46 @@ class PrealignConfig(PreTrainedConfig):
                 raise ValueError(
                     f"perceiver_feature_layer={self.perceiver_feature_layer} only applies to "
                     f"perceiver_blocks='lm' (got '{self.perceiver_blocks}')."
+                )
+
+    def _check_vision_path(self) -> None:
+        """Native-resolution towers: features come from their merger, M-RoPE needs their grid."""
+        if self.native_resolution:
+            if self.vision_feature_layer != -1 or self.vision_feature_select_strategy != "full":
+                raise ValueError(
+                    "A native-resolution vision tower gives its merged last-layer features: "
+                    "vision_feature_layer must be -1 and vision_feature_select_strategy 'full'."
+                )
+            if self.image_seq_length is not None:
+                raise ValueError(
+                    "image_seq_length does not apply to a native-resolution vision tower: each image's N "
+                    "comes from its size."
+                )
+        if self.projector_type == "merger":
+            width = getattr(self.vision_config, "out_hidden_size", None)
+            if not self.native_resolution or width is None:
+                raise ValueError(
+                    "projector_type='merger' needs a vision tower with a merger (Qwen2-VL, Qwen2.5-VL)."
+                )
+            if width != self.first_lm_config.hidden_size:
+                raise ValueError(
+                    f"projector_type='merger': the tower's merger gives width {width} (out_hidden_size) "
+                    f"but the LM it feeds has hidden_size {self.first_lm_config.hidden_size}; from_parts "
+                    "re-initialises the merger's output layer to that width."
+                )
+        if self.perceiver_mrope_section is not None:
+            if not (self.is_dpa and self.perceiver_blocks == "lm" and self.native_resolution):
+                raise ValueError(
+                    "perceiver_mrope_section needs a perceiver LM (perceiver_blocks='lm') fed by a "
+                    "native-resolution vision tower: M-RoPE positions come from the image's grid."
+                )
+            lm = self.perceiver_text_config
+            head_dim = getattr(lm, "head_dim", None) or lm.hidden_size // lm.num_attention_heads
+            section = list(self.perceiver_mrope_section)
+            if len(section) != 3 or sum(section) != head_dim // 2:
+                raise ValueError(
+                    f"perceiver_mrope_section={section} must have 3 entries (temporal, height, width) "
+                    f"summing to half the perceiver's head dimension, {head_dim // 2}."
                 )
 
 

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from .chat_rendering import RenderedChat, render_turn_by_turn
+from .image_span import ImageSpan, grid_token_counts
 from .padding import pad_with_mask
 
 # transformers' processor file name, so that `AutoProcessor.from_pretrained` finds the class in it.
@@ -148,10 +149,61 @@ class PrealignProcessor(ProcessorMixin):
             "perceiver_image_end_token_id": p_end,
         }
 
-    def expand_image_placeholders(self, text: str) -> str:
-        """Replace each `<image>` with its full span of N placeholder positions between markers."""
-        span = self.image_start_token + self.image_token * self.num_image_tokens + self.image_end_token
-        return span.join(text.split(self.image_token))
+    def image_span(self, tokenizer: PreTrainedTokenizerBase | None = None) -> ImageSpan:
+        """The span's tokens as ids of `tokenizer` (the target's or the perceiver's), or as strings."""
+        if tokenizer is None:
+            return ImageSpan(self.image_start_token, self.image_token, self.image_end_token)
+        image, start, end = self._ids(tokenizer)
+        return ImageSpan(start, image, end)
+
+    @property
+    def native_resolution(self) -> bool:
+        """The image processor sizes each image on its own and says its patch grid (Qwen2-VL's and
+        Qwen2.5-VL's, `image_grid_thw`), so N differs per image."""
+        return self.image_processor is not None and hasattr(self.image_processor, "merge_size")
+
+    def image_token_counts(self, image_inputs: dict, num_images: int) -> list[int]:
+        """N of each processed image: from its patch grid, or the model's fixed count."""
+        if "image_grid_thw" in image_inputs:
+            return grid_token_counts(image_inputs["image_grid_thw"], self.image_processor.merge_size)
+        self.check_configured()
+        return [self.num_image_tokens] * num_images
+
+    def image_token_count(self, width: int, height: int) -> int:
+        """N of an image of this size, without processing it (length estimates, data checks)."""
+        if self.native_resolution:
+            patches = self.image_processor.get_number_of_image_patches(height, width, {})
+            return patches // self.image_processor.merge_size**2
+        self.check_configured()
+        return self.num_image_tokens
+
+    def check_configured(self) -> None:
+        """A fixed-size tower's N comes from the model config; without it no span can be built."""
+        if self.num_image_tokens is None and not self.native_resolution:
+            raise ValueError(
+                "The processor does not know the image span length yet: build the model with "
+                "`from_parts(..., processor=processor)` or call `processor.configure_for(model.config)`."
+            )
+
+    def process_images(self, images: Sequence) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """The image processor's tensors for the model (pixel values, and a native-resolution
+        tower's grids) and each image's N."""
+        out = self.image_processor(list(images), return_tensors="pt")
+        inputs = {key: out[key] for key in ("pixel_values", "image_grid_thw") if key in out}
+        return inputs, self.image_token_counts(inputs, len(images))
+
+    def expand_image_placeholders(self, text: str, image_tokens: Sequence[int]) -> str:
+        """Replace each `<image>` with its image's full span: N placeholder positions between markers."""
+        pieces = text.split(self.image_token)
+        if len(pieces) - 1 != len(image_tokens):
+            raise ValueError(
+                f"{len(pieces) - 1} {self.image_token} placeholders for {len(image_tokens)} images."
+            )
+        span = self.image_span()
+        out = [pieces[0]]
+        for n, piece in zip(image_tokens, pieces[1:], strict=True):
+            out += [span.text(n), piece]
+        return "".join(out)
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool, **kwargs) -> str:
         """The prompt or training text of messages with text content (`render_conversation`)."""
@@ -275,11 +327,7 @@ class PrealignProcessor(ProcessorMixin):
         """
         if text is None:
             raise ValueError("Give the prompts as text=...: each image is read at an <image> placeholder.")
-        if self.num_image_tokens is None:
-            raise ValueError(
-                "The processor does not know the image span length yet: build the model with "
-                "`from_parts(..., processor=processor)` or call `processor.configure_for(model.config)`."
-            )
+        self.check_configured()
         texts = [text] if isinstance(text, str) else list(text)
         flat_images = _flatten_images(images)
         counts = [t.count(self.image_token) for t in texts]
@@ -288,7 +336,9 @@ class PrealignProcessor(ProcessorMixin):
                 f"The prompts hold {sum(counts)} {self.image_token} placeholders (per sample: {counts}) but "
                 f"{len(flat_images)} images were given."
             )
-        expanded = [self.expand_image_placeholders(t) for t in texts]
+        image_inputs, image_tokens = self.process_images(flat_images) if flat_images else ({}, [])
+        per_sample = _split_counts(image_tokens, counts)
+        expanded = [self.expand_image_placeholders(t, n) for t, n in zip(texts, per_sample, strict=True)]
         batch = self.tokenizer(
             expanded,
             padding=True,
@@ -297,17 +347,16 @@ class PrealignProcessor(ProcessorMixin):
             return_tensors=return_tensors,
         )
         data = dict(batch)
-        self._check_expanded_counts(data["input_ids"], counts)
-        if flat_images:
-            data["pixel_values"] = self.image_processor(flat_images, return_tensors="pt")["pixel_values"]
-            if self.use_perceiver:
-                data.update(self.perceiver_inputs(counts, instructions))
+        self._check_expanded_counts(data["input_ids"], per_sample)
+        data.update(image_inputs)
+        if flat_images and self.use_perceiver:
+            data.update(self.perceiver_inputs(per_sample, instructions))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _check_expanded_counts(self, input_ids: torch.Tensor, counts: list[int]) -> None:
+    def _check_expanded_counts(self, input_ids: torch.Tensor, per_sample: list[list[int]]) -> None:
         image_id = self._ids(self.tokenizer)[0]
         got = (input_ids == image_id).sum(-1).tolist()
-        want = [c * self.num_image_tokens for c in counts]
+        want = [sum(n) for n in per_sample]
         if got != want:
             raise ValueError(
                 f"After tokenization the samples hold {got} {self.image_token} tokens, expected {want}: the "
@@ -315,25 +364,25 @@ class PrealignProcessor(ProcessorMixin):
             )
 
     def perceiver_inputs(
-        self, images_per_sample: Sequence[int], instructions: Sequence[str] | str | None = None
+        self, image_tokens: Sequence[Sequence[int]], instructions: Sequence[str] | str | None = None
     ) -> dict[str, torch.Tensor]:
-        """One left-padded perceiver sequence per image, in sample -> image order."""
+        """One left-padded perceiver sequence per image, in sample -> image order; `image_tokens`
+        holds each sample's images' N."""
         if isinstance(instructions, str):
             instructions = [instructions]
-        if self.early_fusion and (instructions is None or len(instructions) != len(images_per_sample)):
+        if self.early_fusion and (instructions is None or len(instructions) != len(image_tokens)):
             raise ValueError(
                 "Early fusion needs one instruction per sample (the text the perceiver reads before the "
                 f"image); got {None if instructions is None else len(instructions)} for "
-                f"{len(images_per_sample)} samples."
+                f"{len(image_tokens)} samples."
             )
-        image, start, end = self._ids(self.perceiver_tokenizer)
-        span = [start] + [image] * self.num_image_tokens + [end]
+        span = self.image_span(self.perceiver_tokenizer)
         sequences = []
-        for sample, n_images in enumerate(images_per_sample):
+        for sample, counts in enumerate(image_tokens):
             prefix = []
             if self.early_fusion:
                 prefix = self.perceiver_tokenizer(instructions[sample], add_special_tokens=False)["input_ids"]
-            sequences += [prefix + span] * n_images
+            sequences += [prefix + span.ids(n) for n in counts]
         ids, mask = pad_with_mask(sequences, self.perceiver_pad_id(), "left")
         return {"perceiver_input_ids": ids, "perceiver_attention_mask": mask}
 
@@ -489,6 +538,15 @@ def _model_settings(directory: Path, settings: dict, settings_file: Path) -> dic
                 "Save the processor again with the model, or fix the file."
             )
     return from_config
+
+
+def _split_counts(image_tokens: list[int], images_per_sample: list[int]) -> list[list[int]]:
+    """Flat per-image counts -> one list per sample."""
+    out, start = [], 0
+    for n in images_per_sample:
+        out.append(image_tokens[start : start + n])
+        start += n
+    return out
 
 
 def _flatten_images(images) -> list:

@@ -138,7 +138,9 @@ def _check_record(
         root = Path(dataset.sources[0].image_root or file.path.parent)
         allow = dataset.sources[0].allow_outside_root
         image_ok = all([_check_image(root, p, file.path, name, report, allow) for p in paths])
-        sample = dataset.encode_record(record, file.path, name)
+        if not image_ok and dataset.processor.native_resolution:
+            return  # its spans' lengths come from its images' sizes
+        sample = dataset.encode_record(record, file.path, name, dataset.image_tokens_of(0, record, name))
     except DataError as err:
         report.record_error(err.kind, str(err))
         return
@@ -183,6 +185,7 @@ def render_labels(sample, processor: PrealignProcessor) -> str:
     ids = processor.token_ids()
     image_ids = {ids["image_token_id"], ids["image_start_token_id"], ids["image_end_token_id"]}
     pieces, run, supervised = [], [], None
+    image_tokens = iter(sample.image_tokens)
 
     def flush():
         if run:
@@ -194,7 +197,7 @@ def render_labels(sample, processor: PrealignProcessor) -> str:
             if token == ids["image_start_token_id"]:
                 flush()
                 run, supervised = [], None
-                pieces.append(f"<image x{processor.num_image_tokens}>")
+                pieces.append(f"<image x{next(image_tokens)}>")
             continue
         is_supervised = label != IGNORE_INDEX
         if is_supervised != supervised:

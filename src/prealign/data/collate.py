@@ -38,10 +38,14 @@ class PrealignCollator:
             "attention_mask": attention_mask,
             "labels": pad_rows([s["labels"] for s in samples], IGNORE_INDEX, side),
         }
-        pixels = [s["pixel_values"] for s in samples if s.get("num_images")]
-        if pixels:
-            batch["pixel_values"] = torch.cat(pixels)
+        with_images = [s for s in samples if s.get("num_images")]
+        if with_images:
+            for key in ("pixel_values", "image_grid_thw"):
+                if key in with_images[0]:
+                    batch[key] = torch.cat([s[key] for s in with_images])
             if self.processor.use_perceiver:
-                counts = [s["num_images"] for s in samples]
-                batch.update(self.processor.perceiver_inputs(counts, [s["instruction"] for s in samples]))
+                image_tokens = [s["image_tokens"] for s in samples]
+                batch.update(
+                    self.processor.perceiver_inputs(image_tokens, [s["instruction"] for s in samples])
+                )
         return batch

@@ -26,7 +26,7 @@ class EncodedSample:
 
     input_ids: list[int]
     labels: list[int]
-    num_images: int
+    image_tokens: list[int]  # N of each image, in order
     instruction: str
     trimmed: bool = False
 
@@ -135,36 +135,35 @@ def _label_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[li
 
 
 def expand_images(
-    ids: list[int], labels: list[int], processor: PrealignProcessor
+    ids: list[int], labels: list[int], processor: PrealignProcessor, image_tokens: list[int]
 ) -> tuple[list[int], list[int]]:
-    """Replace each `<image>` id with `<image_start> <image>*N <image_end>`; never supervised."""
-    ids_map = processor.token_ids()
-    image = ids_map["image_token_id"]
-    span = [
-        ids_map["image_start_token_id"],
-        *[image] * processor.num_image_tokens,
-        ids_map["image_end_token_id"],
-    ]
+    """Replace the i-th `<image>` id with its image's span (`image_tokens[i]` image positions
+    between the markers); never supervised."""
+    span = processor.image_span(processor.tokenizer)
+    if (found := ids.count(span.image)) != len(image_tokens):
+        raise ValueError(f"{found} image placeholders for {len(image_tokens)} images")
+    counts = iter(image_tokens)
     out_ids, out_labels = [], []
     for token, label in zip(ids, labels, strict=True):
-        if token == image:
-            out_ids += span
-            out_labels += [IGNORE_INDEX] * len(span)
+        if token == span.image:
+            expanded = span.ids(next(counts))
+            out_ids += expanded
+            out_labels += [IGNORE_INDEX] * len(expanded)
         else:
             out_ids.append(token)
             out_labels.append(label)
     return out_ids, out_labels
 
 
-def truncate(ids: list[int], labels: list[int], max_length: int, image_start_id: int, span_length: int):
+def truncate(ids: list[int], labels: list[int], max_length: int, image_end_id: int):
     """Cut to `max_length` unless that would split or drop an image span (then the record is skipped).
 
     Returns (ids, labels, trimmed).
     """
     if len(ids) <= max_length:
         return ids, labels, False
-    starts = [i for i, token in enumerate(ids) if token == image_start_id]
-    if starts and starts[-1] + span_length > max_length:
+    ends = [i for i, token in enumerate(ids) if token == image_end_id]
+    if ends and ends[-1] >= max_length:
         raise RecordSkipped(
             "image_span_cut",
             f"{len(ids)} tokens > max_length {max_length}, and the cut would fall inside or before an "

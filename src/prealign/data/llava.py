@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..image_span import span_length
 from ..processing import PrealignProcessor
 from .conversation import (
     IGNORE_INDEX,
@@ -23,7 +24,7 @@ from .conversation import (
     to_messages,
     truncate,
 )
-from .records import DataError, RecordFile, image_paths, load_image
+from .records import DataError, RecordFile, image_paths, image_size, load_image
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,7 @@ class LlavaDataset(Dataset):
     ):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if processor.num_image_tokens is None:
-            raise ValueError(
-                "The processor is not configured for a model yet (processor.configure_for(config))."
-            )
+        processor.check_configured()
         self.sources = [s if isinstance(s, DataSource) else DataSource(s) for s in sources]
         self.files = [RecordFile(s.path) for s in self.sources]
         self.processor = processor
@@ -117,26 +115,41 @@ class LlavaDataset(Dataset):
         file, source = self.files[f], self.sources[f]
         record = file[r]
         name = file.record_name(r, record)
-        encoded = self.encode_record(record, file.path, name)
-        sample = {
+        paths = image_paths(record, file.path, name)
+        if paths and load_images:
+            root = self._image_root(f)
+            images = [load_image(root, p, file.path, name, source.allow_outside_root) for p in paths]
+            image_inputs, image_tokens = self.processor.process_images(images)
+        else:
+            image_inputs, image_tokens = {}, self.image_tokens_of(f, record, name)
+        encoded = self.encode_record(record, file.path, name, image_tokens)
+        return {
             "input_ids": torch.tensor(encoded.input_ids),
             "labels": torch.tensor(encoded.labels),
-            "num_images": encoded.num_images,
+            "num_images": len(encoded.image_tokens),
+            "image_tokens": encoded.image_tokens,
             "instruction": encoded.instruction,
             "trimmed": encoded.trimmed,
+            **image_inputs,
         }
-        if encoded.num_images and load_images:
-            root = Path(source.image_root) if source.image_root else file.path.parent
-            images = [
-                load_image(root, p, file.path, name, source.allow_outside_root)
-                for p in image_paths(record, file.path, name)
-            ]
-            sample["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")[
-                "pixel_values"
-            ]
-        return sample
 
-    def encode_record(self, record: dict, file: Path, name: str) -> EncodedSample:
+    def _image_root(self, f: int) -> Path:
+        source = self.sources[f]
+        return Path(source.image_root) if source.image_root else self.files[f].path.parent
+
+    def image_tokens_of(self, f: int, record: dict, name: str) -> list[int]:
+        """N of each image of a record of file `f`, without decoding them: the fixed count, or
+        (native resolution) the count for the size its file's header gives."""
+        file = self.files[f].path
+        paths = image_paths(record, file, name)
+        if not self.processor.native_resolution:
+            return [self.processor.image_token_count(0, 0)] * len(paths)
+        allow = self.sources[f].allow_outside_root
+        sizes = [image_size(self._image_root(f), p, file, name, allow) for p in paths]
+        return [self.processor.image_token_count(width, height) for width, height in sizes]
+
+    def encode_record(self, record: dict, file: Path, name: str, image_tokens: list[int]) -> EncodedSample:
+        """A record as target ids and labels, its images (`image_tokens`: N of each) as whole spans."""
         processor = self.processor
         messages = to_messages(record, file, name, processor.image_token)
         paths = image_paths(record, file, name)
@@ -156,31 +169,31 @@ class LlavaDataset(Dataset):
                 ids, labels = encode_chat(messages, processor)
             except ValueError as err:
                 raise DataError("template_mismatch", file, name, "conversations", str(err)) from err
-        ids, labels = expand_images(ids, labels, processor)
+        ids, labels = expand_images(ids, labels, processor, image_tokens)
         trimmed = False
         if self.max_length is not None:
-            start_id = processor.token_ids()["image_start_token_id"]
-            ids, labels, trimmed = truncate(
-                ids, labels, self.max_length, start_id, processor.num_image_tokens + 2
-            )
+            end_id = processor.image_span(processor.tokenizer).end
+            ids, labels, trimmed = truncate(ids, labels, self.max_length, end_id)
         if all(label == IGNORE_INDEX for label in labels):
             raise RecordSkipped("no_supervised_tokens", "no assistant token is left to learn from")
-        return EncodedSample(ids, labels, len(paths), processor.perceiver_instruction(messages), trimmed)
+        return EncodedSample(ids, labels, image_tokens, processor.perceiver_instruction(messages), trimmed)
 
     def approximate_lengths(self) -> list[int]:
         """Cheap per-sample length estimates (words + image spans) for length-grouped batching.
 
         Tokenising a million records to sort them would take longer than it saves; like LLaVA we
-        estimate from word counts, with each image counted at its full span.
+        estimate from word counts, with each image counted at its full span (a native-resolution
+        tower's from the image file's header).
         """
-        span = self.processor.num_image_tokens + 2
-        return [self._approximate_length(f, r, span) for f, r in self.index]
+        return [self._approximate_length(f, r) for f, r in self.index]
 
-    def _approximate_length(self, f: int, r: int, span: int) -> int:
+    def _approximate_length(self, f: int, r: int) -> int:
+        file = self.files[f]
         try:
-            record = self.files[f][r]
+            record = file[r]
             turns = record.get("conversations")
             words = sum(len(str(t.get("value", "")).split()) for t in turns if isinstance(t, dict))
-            return words + span * len(image_paths(record))
+            image_tokens = self.image_tokens_of(f, record, file.record_name(r, record))
+            return words + sum(span_length(n) for n in image_tokens)
         except (DataError, TypeError):
             return 0  # a malformed record: reported (or skipped) when it is read, not here

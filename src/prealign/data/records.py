@@ -172,11 +172,22 @@ def resolve_image_path(
 def load_image(
     root: Path, relative: str, file: Path, record: str, allow_outside_root: bool = False
 ) -> Image.Image:
+    return _open_image(root, relative, file, record, allow_outside_root, lambda img: img.convert("RGB"))
+
+
+def image_size(
+    root: Path, relative: str, file: Path, record: str, allow_outside_root: bool = False
+) -> tuple[int, int]:
+    """(width, height) from the image file's header, without decoding its pixels."""
+    return _open_image(root, relative, file, record, allow_outside_root, lambda img: img.size)
+
+
+def _open_image(root: Path, relative: str, file: Path, record: str, allow_outside_root: bool, read):
     path = resolve_image_path(root, relative, file, record, allow_outside_root)
     if not path.is_file():
         raise DataError("missing_image", file, record, "image", f"image not found: {path}")
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return read(img)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError("corrupt_image", file, record, "image", f"cannot decode {path}: {err}") from err

@@ -26,10 +26,12 @@ class ImageFeatureCache:
         self.misses = 0
 
     @staticmethod
-    def key(pixels: torch.Tensor) -> str:
-        """A digest of one image's pixel tensor: its values, shape and dtype."""
+    def key(pixels: torch.Tensor, grid_thw: torch.Tensor | None = None) -> str:
+        """A digest of one image's pixel tensor (its values, shape and dtype) and, for a
+        native-resolution tower, its patch grid (the same patches on another grid are another image)."""
         data = pixels.detach().contiguous().cpu()
-        digest = hashlib.blake2b(f"{tuple(data.shape)}{data.dtype}".encode(), digest_size=16)
+        grid = None if grid_thw is None else tuple(grid_thw.tolist())
+        digest = hashlib.blake2b(f"{tuple(data.shape)}{data.dtype}{grid}".encode(), digest_size=16)
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
         return digest.hexdigest()
 

@@ -18,15 +18,17 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..config import PrealignConfig
+from ..image_span import grid_token_counts, split_per_image
 from .cache_naming import CACHE_NAME, cache_of, resolve_cache
 from .checks import eager_checks
 from .feature_cache import ImageFeatureCache
-from .parts import load_causal_lm, load_vision_tower
+from .parts import load_causal_lm, load_vision_tower, with_merger_width
 from .perceiver import PerceiverLM
 from .projectors import build_projector
 
 PartSpec = str | PathLike | PreTrainedModel
-PERCEIVER_INPUTS = ("perceiver_input_ids", "perceiver_attention_mask")
+# Inputs only prefill reads (decode steps see the KV cache); transformers drops pixel_values itself.
+PREFILL_ONLY_INPUTS = ("perceiver_input_ids", "perceiver_attention_mask", "image_grid_thw")
 
 
 @dataclass
@@ -55,9 +57,8 @@ class PrealignModel(PrealignPreTrainedModel):
     def __init__(self, config: PrealignConfig):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
-        first_lm = config.perceiver_text_config if config.is_dpa else config.text_config
         self.projector = build_projector(
-            config.projector_type, config.vision_config.hidden_size, first_lm.hidden_size
+            config.projector_type, config.vision_config.hidden_size, config.first_lm_config.hidden_size
         )
         if config.is_dpa:
             self.perceiver = PerceiverLM(config)
@@ -83,15 +84,36 @@ class PrealignModel(PrealignPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def get_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected vision-tower features, (images, N, d) with d the first LM's width."""
-        self._check_pixel_size(pixel_values)
+    def image_token_counts(
+        self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None
+    ) -> list[int]:
+        """N of each image: the tower's fixed count, or a native-resolution tower's per-image grid."""
+        if self.config.native_resolution:
+            if image_grid_thw is None:
+                raise ValueError(
+                    "A native-resolution vision tower needs image_grid_thw (each image's patch grid) with "
+                    "its pixel_values; the PrealignProcessor gives both."
+                )
+            return grid_token_counts(image_grid_thw, self.config.vision_config.spatial_merge_size)
+        return [self.config.image_seq_length] * pixel_values.shape[0]
+
+    def get_vision_features(
+        self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Projected vision-tower features of every image, flattened in image order: (sum of N, d)
+        with d the first LM's width."""
         dtype = next(self.vision_tower.parameters()).dtype
+        if self.config.native_resolution:
+            self.image_token_counts(pixel_values, image_grid_thw)  # says what is missing
+            # The tower's pooled output is its merger's: merged patches in the images' own order.
+            features = self.vision_tower(pixel_values.to(dtype), grid_thw=image_grid_thw).pooler_output
+            return self.projector(features)
+        self._check_pixel_size(pixel_values)
         out = self.vision_tower(pixel_values=pixel_values.to(dtype), output_hidden_states=True)
         features = out.hidden_states[self.config.vision_feature_layer]
         if self.config.vision_feature_select_strategy == "drop_cls":
             features = features[:, 1:]
-        return self.projector(features)
+        return self.projector(features).flatten(0, 1)
 
     def _check_pixel_size(self, pixel_values: torch.Tensor) -> None:
         """Fixed-size towers (SigLIP, CLIP) fail deep inside on other sizes: say what they expect."""
@@ -110,6 +132,7 @@ class PrealignModel(PrealignPreTrainedModel):
         pixel_values: torch.Tensor,
         perceiver_input_ids: torch.LongTensor | None = None,
         perceiver_attention_mask: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Features for the target's image spans, flattened in sample -> image -> position order.
 
@@ -118,44 +141,66 @@ class PrealignModel(PrealignPreTrainedModel):
         """
         cache = self.image_feature_cache
         if cache is None or self.config.early_fusion or self.training or torch.is_grad_enabled():
-            return self._compute_image_features(pixel_values, perceiver_input_ids, perceiver_attention_mask)
-        keys = [cache.key(pixels) for pixels in pixel_values]
+            return self._compute_image_features(
+                pixel_values, image_grid_thw, perceiver_input_ids, perceiver_attention_mask
+            )
+        images = self._per_image_pixels(pixel_values, image_grid_thw)
+        keys = [cache.key(*image) for image in images]
         found = [cache.get(key) for key in keys]
         missing = [i for i, features in enumerate(found) if features is None]
         if missing:
             picked = torch.tensor(missing, device=pixel_values.device)
             computed = self._compute_image_features(
-                pixel_values[picked],
+                torch.cat([images[i][0] for i in missing])
+                if image_grid_thw is not None
+                else pixel_values[picked],
+                None if image_grid_thw is None else image_grid_thw[picked],
                 None if perceiver_input_ids is None else perceiver_input_ids[picked],
                 None if perceiver_attention_mask is None else perceiver_attention_mask[picked],
-            ).unflatten(0, (len(missing), -1))
-            for i, features in zip(missing, computed, strict=True):
+            )
+            counts = self.image_token_counts(
+                pixel_values[picked] if image_grid_thw is None else pixel_values,
+                None if image_grid_thw is None else image_grid_thw[picked],
+            )
+            per_image = split_per_image(computed, [self.config.features_per_image(n) for n in counts])
+            for i, features in zip(missing, per_image, strict=True):
                 cache.put(keys[i], features)
                 found[i] = features
         return torch.cat(found)
 
+    def _per_image_pixels(
+        self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Each image's pixels (a native-resolution tower's patch rows) and its grid."""
+        if image_grid_thw is None:
+            return [(pixels, None) for pixels in pixel_values]
+        rows = split_per_image(pixel_values, image_grid_thw.prod(-1).tolist())
+        return list(zip(rows, image_grid_thw, strict=True))
+
     def _compute_image_features(
         self,
         pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor | None,
         perceiver_input_ids: torch.LongTensor | None,
         perceiver_attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        features = self.get_vision_features(pixel_values)
+        features = self.get_vision_features(pixel_values, image_grid_thw)
         if not self.config.is_dpa:
-            return features.flatten(0, 1)
+            return features
         if perceiver_input_ids is None:
             raise ValueError(
                 "A DPA model needs `perceiver_input_ids` (one perceiver sequence per image) along with "
                 "`pixel_values`; the PrealignProcessor builds them."
             )
-        if perceiver_input_ids.shape[0] != pixel_values.shape[0]:
+        n_images = len(self.image_token_counts(pixel_values, image_grid_thw))
+        if perceiver_input_ids.shape[0] != n_images:
             raise ValueError(
-                f"Got {pixel_values.shape[0]} images but {perceiver_input_ids.shape[0]} perceiver sequences; "
+                f"Got {n_images} images but {perceiver_input_ids.shape[0]} perceiver sequences; "
                 "the perceiver's batch is the images, one sequence each."
             )
         if perceiver_attention_mask is None:
             perceiver_attention_mask = torch.ones_like(perceiver_input_ids)
-        span_states = self.perceiver(perceiver_input_ids, perceiver_attention_mask, features)
+        span_states = self.perceiver(perceiver_input_ids, perceiver_attention_mask, features, image_grid_thw)
         return self.aligner(span_states)
 
     def image_span_mask(self, input_ids: torch.LongTensor) -> torch.Tensor:
@@ -183,6 +228,7 @@ class PrealignModel(PrealignPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         past_key_values: Cache | None = None,
+        image_grid_thw: torch.Tensor | None = None,
         **kwargs,
     ):
         cache = resolve_cache(cache, past_key_values)
@@ -194,7 +240,7 @@ class PrealignModel(PrealignPreTrainedModel):
             prefill = cache is None or cache.get_seq_length() == 0
             if pixel_values is not None:
                 image_features = self.get_image_features(
-                    pixel_values, perceiver_input_ids, perceiver_attention_mask
+                    pixel_values, perceiver_input_ids, perceiver_attention_mask, image_grid_thw
                 )
                 inputs_embeds = self._write_image_features(input_ids, inputs_embeds, image_features)
             elif (
@@ -224,11 +270,10 @@ class PrealignModel(PrealignPreTrainedModel):
         span_mask = self.image_span_mask(input_ids)
         n_features = image_features.shape[0]
         if eager_checks() and (n_positions := int(span_mask.sum())) != n_features:
-            per_image = self.config.image_span_length
             raise ValueError(
                 f"Image positions and image features do not match: input_ids hold {n_positions} image-span "
-                f"positions but the model computed {n_features} features ({n_features // per_image} images x "
-                f"{per_image} per image). Expand each image placeholder with the PrealignProcessor."
+                f"positions but the model computed {n_features} features for the images given. Expand each "
+                "image placeholder with the PrealignProcessor."
             )
         return inputs_embeds.masked_scatter(span_mask.unsqueeze(-1), image_features.to(inputs_embeds.dtype))
 
@@ -256,8 +301,12 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.lm_head = value
 
-    def get_image_features(self, pixel_values, perceiver_input_ids=None, perceiver_attention_mask=None):
-        return self.model.get_image_features(pixel_values, perceiver_input_ids, perceiver_attention_mask)
+    def get_image_features(
+        self, pixel_values, perceiver_input_ids=None, perceiver_attention_mask=None, image_grid_thw=None
+    ):
+        return self.model.get_image_features(
+            pixel_values, perceiver_input_ids, perceiver_attention_mask, image_grid_thw
+        )
 
     def enable_image_feature_cache(self, max_images: int = 64) -> ImageFeatureCache:
         """Reuse each image's features across calls (a chat's later turns, several questions about
@@ -283,6 +332,7 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        image_grid_thw: torch.Tensor | None = None,
         **kwargs,
     ) -> PrealignOutput:
         """`cache` and `past_key_values` are the same argument under its new and its old name."""
@@ -296,6 +346,7 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
             cache=resolve_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            image_grid_thw=image_grid_thw,
             **kwargs,
         )
         hidden = outputs.last_hidden_state
@@ -324,7 +375,7 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         # Decode steps read the KV cache; the perceiver inputs are as prefill-only as pixel_values.
         if not is_first_iteration and kwargs.get("use_cache", True):
-            for key in PERCEIVER_INPUTS:
+            for key in PREFILL_ONLY_INPUTS:
                 inputs.pop(key, None)
         return inputs
 
@@ -373,6 +424,8 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         perceiver = (
             None if perceiver_text_model is None else load_causal_lm(perceiver_text_model, **load_kwargs)
         )
+        if config_kwargs.get("projector_type") == "merger":
+            vision = with_merger_width(vision, (perceiver or text).config.hidden_size)
         if processor is not None:
             config_kwargs = {**processor.token_ids(), **config_kwargs}
         # Without an explicit choice each part keeps the attention it was loaded with; the config
@@ -400,7 +453,7 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         model.lm_head = text.get_output_embeddings()
         if perceiver is not None:
             if config.perceiver_blocks == "lm":
-                model.model.perceiver.language_model = perceiver.base_model
+                model.model.perceiver.set_language_model(perceiver.base_model)
             else:
                 model.model.perceiver.embed_tokens = perceiver.get_input_embeddings()
         reference = next(text.parameters())
@@ -420,15 +473,21 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
                 self._init_weights(module)
 
     def resize_to_processor(self, processor) -> None:
-        """Grow the embedding tables to the tokenizers' lengths (the added image/marker tokens).
+        """Grow the embedding tables to hold the tokenizers' ids (tokens added for the image span).
 
+        A table is never shrunk: checkpoints such as Qwen's have more rows (151,936) than their
+        tokenizer has tokens (151,669), and the span may use the tokenizer's own vision tokens.
         Generation never emits the placeholder or markers: a generated `<image>` would have no
         features to fill it.
         """
-        self.resize_token_embeddings(len(processor.tokenizer))
+        rows = self.get_input_embeddings().weight.shape[0]
+        if len(processor.tokenizer) > rows:
+            self.resize_token_embeddings(len(processor.tokenizer))
         if self.config.is_dpa:
-            self.model.perceiver.resize_token_embeddings(len(processor.perceiver_tokenizer))
-            self.config.perceiver_text_config.vocab_size = len(processor.perceiver_tokenizer)
+            perceiver_rows = self.model.perceiver.get_input_embeddings().weight.shape[0]
+            if len(processor.perceiver_tokenizer) > perceiver_rows:
+                self.model.perceiver.resize_token_embeddings(len(processor.perceiver_tokenizer))
+                self.config.perceiver_text_config.vocab_size = len(processor.perceiver_tokenizer)
         ids = processor.token_ids()
         self.generation_config.suppress_tokens = sorted(
             {ids["image_token_id"], ids["image_start_token_id"], ids["image_end_token_id"]}

@@ -2,24 +2,52 @@
 
 from __future__ import annotations
 
+import copy
 from os import PathLike
 
+import torch
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+
+from ..config import GRID_TOWER_FIELD
 
 
 def load_vision_tower(spec: str | PathLike | PreTrainedModel, **load_kwargs) -> PreTrainedModel:
     """A vision tower from a folder, hub id or model.
 
-    Dual encoders (CLIP, SigLIP) are accepted too: their `.vision_model` is the tower.
+    A whole model is accepted too - a dual encoder (CLIP, SigLIP) or a VLM (Qwen2.5-VL): its image
+    encoder (transformers' `get_encoder(modality="image")`) is the tower.
     """
     model = spec if isinstance(spec, PreTrainedModel) else AutoModel.from_pretrained(spec, **load_kwargs)
-    tower = getattr(model, "vision_model", model)
-    if not isinstance(tower, PreTrainedModel):
+    tower = model.get_encoder(modality="image")
+    if not isinstance(tower, PreTrainedModel) or (tower is model and not _is_vision_config(model.config)):
         raise TypeError(
-            f"{type(model).__name__} does not expose a vision tower model (expected a vision model or a dual "
-            "encoder whose `.vision_model` is one)."
+            f"{type(model).__name__} does not expose a vision tower model (expected a vision model, a dual "
+            "encoder or a VLM with an image encoder)."
         )
     return tower
+
+
+def _is_vision_config(config) -> bool:
+    return not hasattr(config, "vocab_size") or hasattr(config, GRID_TOWER_FIELD)
+
+
+def with_merger_width(tower: PreTrainedModel, width: int) -> PreTrainedModel:
+    """A native-resolution tower whose merger outputs `width` (the LM it feeds): the tower's own
+    weights are kept and the merger layers whose shape changes are left to be initialised anew -
+    the authors' phi_p, a pretrained VLM's merger re-initialised to the perceiver's width."""
+    if getattr(tower.config, "out_hidden_size", None) is None:
+        raise ValueError(f"{type(tower).__name__} has no merger (out_hidden_size) to serve as the projector.")
+    if tower.config.out_hidden_size == width:
+        return tower
+    config = copy.deepcopy(tower.config)
+    config.out_hidden_size = width
+    reference = next(tower.parameters())
+    with torch.device(reference.device):
+        resized = type(tower)(config).to(reference.dtype)  # new layers get the tower's own init
+    wanted = resized.state_dict()
+    kept = {key: value for key, value in tower.state_dict().items() if wanted[key].shape == value.shape}
+    resized.load_state_dict(kept, strict=False)
+    return resized
 
 
 def load_causal_lm(spec: str | PathLike | PreTrainedModel, **load_kwargs) -> PreTrainedModel:

@@ -14,14 +14,19 @@ def build_projector(kind: ProjectorType, in_dim: int, out_dim: int) -> nn.Sequen
     - `mlp2x_gelu`: LLaVA-1.5's Linear(in, out) -> GELU -> Linear(out, out).
     - `linear_relu_linear`: DPA's aligner as the authors build it, Linear(in, in) -> ReLU -> Linear(in, out).
     - `linear`: LLaVA-1.0's single Linear(in, out).
+    - `merger`: nothing here - a native-resolution tower's own merger (inside the tower) projects.
     """
+    if kind == "merger":
+        return nn.Sequential()
     if kind == "mlp2x_gelu":
         return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
     if kind == "linear_relu_linear":
         return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out_dim))
     if kind == "linear":
         return nn.Sequential(nn.Linear(in_dim, out_dim))
-    raise ValueError(f"Unknown projector type {kind!r}; expected mlp2x_gelu, linear_relu_linear or linear.")
+    raise ValueError(
+        f"Unknown projector type {kind!r}; expected mlp2x_gelu, linear_relu_linear, linear or merger."
+    )
 
 
 class EqualParameterMLP(nn.Module):
