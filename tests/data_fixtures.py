@@ -56,15 +56,19 @@ INSTRUCT = [  # llava_v1_5_mix665k style: multi-turn, text-only, multi-image, a 
 ]
 
 
-def write_images(root: Path) -> None:
-    for i, rel in enumerate(["00453/004539375.jpg", "00223/002239345.jpg", "coco/000000033471.jpg"]):
+IMAGE_FILES = ["00453/004539375.jpg", "00223/002239345.jpg", "coco/000000033471.jpg"]
+
+
+def write_images(root: Path, sizes: list[tuple[int, int]] | None = None) -> None:
+    """The fixture's three images, all (40, 48) pixels (height, width) unless `sizes` says."""
+    for i, rel in enumerate(IMAGE_FILES):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        random_image(i).save(root / rel)
+        random_image(i, *([sizes[i]] if sizes else [])).save(root / rel)
 
 
-def write_llava_set(folder: Path) -> dict[str, Path]:
+def write_llava_set(folder: Path, sizes: list[tuple[int, int]] | None = None) -> dict[str, Path]:
     """pretrain.json (a JSON list), instruct.jsonl (JSONL) and an image folder."""
-    write_images(folder / "images")
+    write_images(folder / "images", sizes)
     (folder / "pretrain.json").write_text(json.dumps(PRETRAIN, indent=1))
     (folder / "instruct.jsonl").write_text("\n".join(json.dumps(r) for r in INSTRUCT) + "\n")
     return {

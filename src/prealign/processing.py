@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from .chat_rendering import RenderedChat, render_turn_by_turn
-from .image_span import ImageSpan, grid_token_counts
+from .image_span import IMAGE_PLACEHOLDER, ImageSpan, grid_token_counts
 from .padding import pad_with_mask
 
 # transformers' processor file name, so that `AutoProcessor.from_pretrained` finds the class in it.
@@ -192,9 +192,15 @@ class PrealignProcessor(ProcessorMixin):
         inputs = {key: out[key] for key in ("pixel_values", "image_grid_thw") if key in out}
         return inputs, self.image_token_counts(inputs, len(images))
 
+    def with_image_tokens(self, text: str) -> str:
+        """Prompt text with each `<image>` placeholder written as this processor's image token (the
+        same string unless the span uses a tokenizer's own, such as Qwen's `<|image_pad|>`)."""
+        return text.replace(IMAGE_PLACEHOLDER, self.image_token)
+
     def expand_image_placeholders(self, text: str, image_tokens: Sequence[int]) -> str:
-        """Replace each `<image>` with its image's full span: N placeholder positions between markers."""
-        pieces = text.split(self.image_token)
+        """Replace each image token (or `<image>`) with its image's full span: N image positions
+        between the markers."""
+        pieces = self.with_image_tokens(text).split(self.image_token)
         if len(pieces) - 1 != len(image_tokens):
             raise ValueError(
                 f"{len(pieces) - 1} {self.image_token} placeholders for {len(image_tokens)} images."
@@ -218,6 +224,7 @@ class PrealignProcessor(ProcessorMixin):
         what inference sends at its turn. Also says where each reply lies in the text."""
         if self.system_prompt is not None and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": self.system_prompt}, *messages]
+        messages = [{**m, "content": self.with_image_tokens(m["content"])} for m in messages]
         if isinstance(self.chat_template, str):  # a processor's own template wins, as in transformers
             kwargs.setdefault("chat_template", self.chat_template)
         variables = {"enable_thinking": self.thinking, **self.template_variables, **kwargs}
@@ -276,13 +283,13 @@ class PrealignProcessor(ProcessorMixin):
         """What an early-fusion perceiver reads before each image of a conversation: its first user
         turn without the placeholders (training, evaluation and chat all derive it here)."""
         first = next((m["content"] for m in messages if m["role"] == "user"), "")
-        return self._content_text(first).replace(self.image_token, "").strip()
+        return self.with_image_tokens(self._content_text(first)).replace(self.image_token, "").strip()
 
     def user_turn(self, question: str, images: Sequence = ()) -> dict:
         """The user message asking `question` about `images`, in the layout of LLaVA-format training
         data: the images first, unless the question already places its placeholders (one per image).
         The one place evaluation, analysis and tools build a user turn."""
-        placed = question.count(self.image_token)
+        placed = self.with_image_tokens(question).count(self.image_token)
         if placed == 0:
             parts = [{"type": "image", "image": image} for image in images]
             return {"role": "user", "content": [*parts, {"type": "text", "text": question}]}
@@ -300,7 +307,7 @@ class PrealignProcessor(ProcessorMixin):
         parts = []
         for part in content:
             if part.get("type") == "image":
-                parts.append(f"{self.image_token}\n")
+                parts.append(f"{IMAGE_PLACEHOLDER}\n")
             elif part.get("type") == "text":
                 parts.append(part["text"])
             else:
@@ -328,7 +335,7 @@ class PrealignProcessor(ProcessorMixin):
         if text is None:
             raise ValueError("Give the prompts as text=...: each image is read at an <image> placeholder.")
         self.check_configured()
-        texts = [text] if isinstance(text, str) else list(text)
+        texts = [self.with_image_tokens(t) for t in ([text] if isinstance(text, str) else text)]
         flat_images = _flatten_images(images)
         counts = [t.count(self.image_token) for t in texts]
         if sum(counts) != len(flat_images):

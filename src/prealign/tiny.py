@@ -7,6 +7,7 @@ from typing import Literal
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    AutoModel,
     AutoModelForCausalLM,
     CLIPImageProcessorPil,
     CLIPVisionConfig,
@@ -14,6 +15,8 @@ from transformers import (
     LlamaConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
+    Qwen2_5_VLVisionConfig,
+    Qwen2VLImageProcessorPil,
     Qwen3Config,
     SiglipImageProcessorPil,
     SiglipVisionConfig,
@@ -22,7 +25,9 @@ from transformers import (
 
 from .chat_template import CHATML_TEMPLATE
 
-VisionKind = Literal["siglip", "clip"]
+VisionKind = Literal["siglip", "clip", "qwen2_5_vl"]
+# A native-resolution processor's pixel budget for tiny towers: images become 2-16 merged tokens.
+TINY_MIN_PIXELS, TINY_MAX_PIXELS = 2 * 28 * 28, 16 * 28 * 28
 LMKind = Literal["qwen3", "llama"]
 
 _CORPUS = [
@@ -69,8 +74,22 @@ def tiny_tokenizer(
 
 
 def tiny_vision_tower(
-    kind: VisionKind = "siglip", image_size: int = 32, patch_size: int = 8
+    kind: VisionKind = "siglip", image_size: int = 32, patch_size: int = 8, out_hidden_size: int = 32
 ) -> PreTrainedModel:
+    """A tiny tower of a real architecture. Qwen2.5-VL's is native-resolution (patch 14, 2x2 merge,
+    window attention in block 0 and full attention in block 1, as the real one alternates); its
+    merger outputs `out_hidden_size`; `image_size` and `patch_size` are for fixed-size towers."""
+    if kind == "qwen2_5_vl":
+        config = Qwen2_5_VLVisionConfig(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=out_hidden_size,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        )
+        return AutoModel.from_config(config)
     common = dict(
         hidden_size=32,
         intermediate_size=64,
@@ -88,6 +107,10 @@ def tiny_vision_tower(
 
 
 def tiny_image_processor(kind: VisionKind = "siglip", image_size: int = 32):
+    if kind == "qwen2_5_vl":
+        return Qwen2VLImageProcessorPil(
+            size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS}
+        )
     if kind == "siglip":
         return SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
     return CLIPImageProcessorPil(

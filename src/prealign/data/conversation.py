@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..image_span import IMAGE_PLACEHOLDER
 from ..processing import PrealignProcessor
 from .records import DataError
 
@@ -39,7 +40,7 @@ class RecordSkipped(Exception):
         super().__init__(message)
 
 
-def to_messages(record: dict, file, name: str, image_token: str) -> list[dict]:
+def to_messages(record: dict, file, name: str) -> list[dict]:
     """Validate a record's conversation and map LLaVA roles to chat-template roles."""
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
@@ -59,13 +60,13 @@ def to_messages(record: dict, file, name: str, image_token: str) -> list[dict]:
                 f"conversations[{i}].from",
                 f"unknown role {turn.get('from')!r} (expected one of {', '.join(ROLES)})",
             )
-        if role == "assistant" and image_token in turn["value"]:
+        if role == "assistant" and IMAGE_PLACEHOLDER in turn["value"]:
             raise DataError(
                 "placeholder_mismatch",
                 file,
                 name,
                 f"conversations[{i}].value",
-                f"{image_token} in an assistant turn",
+                f"{IMAGE_PLACEHOLDER} in an assistant turn",
             )
         messages.append({"role": role, "content": turn["value"]})
     first = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..image_span import span_length
+from ..image_span import IMAGE_PLACEHOLDER, span_length
 from ..processing import PrealignProcessor
 from .conversation import (
     IGNORE_INDEX,
@@ -151,16 +151,16 @@ class LlavaDataset(Dataset):
     def encode_record(self, record: dict, file: Path, name: str, image_tokens: list[int]) -> EncodedSample:
         """A record as target ids and labels, its images (`image_tokens`: N of each) as whole spans."""
         processor = self.processor
-        messages = to_messages(record, file, name, processor.image_token)
+        messages = to_messages(record, file, name)
         paths = image_paths(record, file, name)
-        placeholders = sum(m["content"].count(processor.image_token) for m in messages)
+        placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
         if placeholders != len(paths):
             raise DataError(
                 "placeholder_mismatch",
                 file,
                 name,
                 "conversations",
-                f"{placeholders} {processor.image_token} placeholder(s) but {len(paths)} image(s) in 'image'",
+                f"{placeholders} {IMAGE_PLACEHOLDER} placeholder(s) but {len(paths)} image(s) in 'image'",
             )
         if self.prompt_format == "plain":
             ids, labels = encode_plain(messages, processor, len(paths))

@@ -18,7 +18,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..config import PrealignConfig
-from ..image_span import grid_token_counts, split_per_image
+from ..image_span import grid_token_counts, per_image_pixels, select_images, split_per_image
 from .cache_naming import CACHE_NAME, cache_of, resolve_cache
 from .checks import eager_checks
 from .feature_cache import ImageFeatureCache
@@ -144,38 +144,31 @@ class PrealignModel(PrealignPreTrainedModel):
             return self._compute_image_features(
                 pixel_values, image_grid_thw, perceiver_input_ids, perceiver_attention_mask
             )
-        images = self._per_image_pixels(pixel_values, image_grid_thw)
-        keys = [cache.key(*image) for image in images]
+        pixels = per_image_pixels(pixel_values, image_grid_thw)
+        grids = [None] * len(pixels) if image_grid_thw is None else list(image_grid_thw)
+        keys = [cache.key(image, grid) for image, grid in zip(pixels, grids, strict=True)]
         found = [cache.get(key) for key in keys]
         missing = [i for i, features in enumerate(found) if features is None]
         if missing:
-            picked = torch.tensor(missing, device=pixel_values.device)
+            inputs = {
+                "pixel_values": pixel_values,
+                "image_grid_thw": image_grid_thw,
+                "perceiver_input_ids": perceiver_input_ids,
+                "perceiver_attention_mask": perceiver_attention_mask,
+            }
+            picked = select_images(inputs, missing)
             computed = self._compute_image_features(
-                torch.cat([images[i][0] for i in missing])
-                if image_grid_thw is not None
-                else pixel_values[picked],
-                None if image_grid_thw is None else image_grid_thw[picked],
-                None if perceiver_input_ids is None else perceiver_input_ids[picked],
-                None if perceiver_attention_mask is None else perceiver_attention_mask[picked],
+                picked["pixel_values"],
+                picked.get("image_grid_thw"),
+                picked.get("perceiver_input_ids"),
+                picked.get("perceiver_attention_mask"),
             )
-            counts = self.image_token_counts(
-                pixel_values[picked] if image_grid_thw is None else pixel_values,
-                None if image_grid_thw is None else image_grid_thw[picked],
-            )
+            counts = self.image_token_counts(picked["pixel_values"], picked.get("image_grid_thw"))
             per_image = split_per_image(computed, [self.config.features_per_image(n) for n in counts])
             for i, features in zip(missing, per_image, strict=True):
                 cache.put(keys[i], features)
                 found[i] = features
         return torch.cat(found)
-
-    def _per_image_pixels(
-        self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None
-    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Each image's pixels (a native-resolution tower's patch rows) and its grid."""
-        if image_grid_thw is None:
-            return [(pixels, None) for pixels in pixel_values]
-        rows = split_per_image(pixel_values, image_grid_thw.prod(-1).tolist())
-        return list(zip(rows, image_grid_thw, strict=True))
 
     def _compute_image_features(
         self,

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import DynamicCache
 
+from ..image_span import per_image_pixels, select_images
 from ..modeling.cache_naming import CACHE_NAME
 from ..modeling.feature_cache import ImageFeatureCache
 
@@ -136,9 +137,7 @@ class Conversations:
         self._cache, self._cached_ids, self._cached_images = None, [], []
         generate_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
         if len(images) > reused_images:
-            for key in ("pixel_values", "perceiver_input_ids", "perceiver_attention_mask"):
-                if key in inputs:
-                    generate_inputs[key] = inputs[key][reused_images:]
+            generate_inputs.update(select_images(inputs, range(reused_images, len(images))))
         sampling = (
             {"do_sample": True, "temperature": temperature, "top_p": top_p}
             if temperature > 0
@@ -175,7 +174,10 @@ class Conversations:
         if "pixel_values" not in inputs:
             return []
         suffix = f"|{instructions}" if self.model.config.early_fusion else ""
-        return [ImageFeatureCache.key(pixels) + suffix for pixels in inputs["pixel_values"]]
+        grid = inputs.get("image_grid_thw")
+        pixels = per_image_pixels(inputs["pixel_values"], grid)
+        grids = [None] * len(pixels) if grid is None else list(grid)
+        return [ImageFeatureCache.key(p, g) + suffix for p, g in zip(pixels, grids, strict=True)]
 
     def _reusable_prefix(self, ids: list[int], image_keys: list[str]) -> tuple[int, int]:
         """How many leading tokens of `ids` the cache already holds - cut back to before the first

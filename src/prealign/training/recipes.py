@@ -16,6 +16,7 @@ from torch import nn
 Stage = Literal["align", "finetune"]
 PARTS = ("vision_tower", "projector", "perceiver", "aligner", "language_model", "lm_head")
 PERCEIVER_PARTS = ("vision_tower", "projector", "perceiver")  # the perceiver VLM: ViT + phi_p + LM blocks
+TOWER_MERGER = "merger"  # what Qwen2-VL and Qwen2.5-VL towers call their merger
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,11 @@ def apply_stage(model: nn.Module, stage: Stage, freeze_perceiver: bool = False) 
 
 
 def part_of(parameter_name: str) -> str:
-    """The part a parameter belongs to ('model.perceiver.language_model...' -> 'perceiver')."""
+    """The part a parameter belongs to ('model.perceiver.language_model...' -> 'perceiver'). A
+    native-resolution tower's own merger is the projector (`projector_type="merger"`), though it
+    lives inside the tower (and so trains at the tower's learning rate, as the authors train it)."""
+    if f"vision_tower.{TOWER_MERGER}." in parameter_name:
+        return "projector"
     for segment in parameter_name.split("."):
         if segment in PARTS:
             return segment
