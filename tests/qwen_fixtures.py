@@ -25,6 +25,7 @@ QWEN_VISION_TOKENS = {
 }
 QWEN_VISION_IDS = {"<|vision_start|>": 151652, "<|vision_end|>": 151653, "<|image_pad|>": 151655}
 PERCEIVER_MROPE_SECTION = [2, 3, 3]  # the authors' [16, 24, 24] scaled to a head dimension of 16
+TARGET_MROPE_SECTION = [2, 2, 2]  # the baseline's target (head dimension 12)
 
 
 def qwen_tokenizer(folder: Path, template: str = "qwen3"):
@@ -39,12 +40,13 @@ def qwen_tokenizer(folder: Path, template: str = "qwen3"):
     return AutoTokenizer.from_pretrained(folder)
 
 
-def qwen_dpa(folder: Path, variant: str = "dpa", **config_kwargs):
+def qwen_dpa(folder: Path, variant: str = "dpa", tower: str = "qwen2_5_vl", **config_kwargs):
     """(model, processor): a tiny DPA of the authors' layout - Qwen2.5-VL tower with its merger as
     phi_p, Qwen3 perceiver with M-RoPE reading Qwen2.5-VL's template, Qwen3 target - or the
-    baseline (`variant="baseline"`: the tower's merger straight into the Qwen3 target)."""
+    baseline (`variant="baseline"`: the tower's merger straight into a Qwen3 target with M-RoPE).
+    `tower="qwen2_vl"` takes Qwen2-VL's tower instead."""
     processor = PrealignProcessor(
-        tiny_image_processor("qwen2_5_vl"),
+        tiny_image_processor(tower),
         qwen_tokenizer(folder / "target", "qwen3"),
         perceiver_tokenizer=qwen_tokenizer(folder / "perceiver", "qwen2_5_vl") if variant == "dpa" else None,
         **QWEN_VISION_TOKENS,
@@ -53,8 +55,10 @@ def qwen_dpa(folder: Path, variant: str = "dpa", **config_kwargs):
     dpa = variant == "dpa"
     if dpa:
         config_kwargs.setdefault("perceiver_mrope_section", PERCEIVER_MROPE_SECTION)
+    else:
+        config_kwargs.setdefault("text_mrope_section", TARGET_MROPE_SECTION)
     model = PrealignForConditionalGeneration.from_parts(
-        vision_model=tiny_vision_tower("qwen2_5_vl", out_hidden_size=48),
+        vision_model=tiny_vision_tower(tower, out_hidden_size=48),
         text_model=tiny_causal_lm("qwen3", hidden_size=48, num_layers=2, **lm),
         perceiver_text_model=tiny_causal_lm("qwen3", hidden_size=64, num_layers=2, **lm) if dpa else None,
         processor=processor,

@@ -8,7 +8,13 @@ import pytest
 import torch
 from conftest import random_image
 from data_fixtures import write_llava_set
-from qwen_fixtures import PERCEIVER_MROPE_SECTION, QWEN_VISION_IDS, QWEN_VOCAB_ROWS, qwen_dpa
+from qwen_fixtures import (
+    PERCEIVER_MROPE_SECTION,
+    QWEN_VISION_IDS,
+    QWEN_VOCAB_ROWS,
+    TARGET_MROPE_SECTION,
+    qwen_dpa,
+)
 from test_model import bare_target_lm
 from test_training import changed_parts, stage_config
 from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig, Qwen2_5_VLModel
@@ -26,10 +32,13 @@ SIZES = [(40, 48), (100, 60), (150, 150)]  # (height, width): 2, 8 and 9 image t
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
-    """The tiny DPA and baseline of the authors' layout, built once (Qwen's tokenizer loads slowly)."""
+    """The tiny DPA and baseline of the authors' layout, and a DPA on Qwen2-VL's tower, built once
+    (Qwen's tokenizer loads slowly)."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("qwen")
-    return {variant: qwen_dpa(folder / variant, variant) for variant in ("dpa", "baseline")}
+    models = {variant: qwen_dpa(folder / variant, variant) for variant in ("dpa", "baseline")}
+    models["dpa_qwen2_vl"] = qwen_dpa(folder / "qwen2_vl", "dpa", tower="qwen2_vl")
+    return models
 
 
 @pytest.fixture
@@ -88,7 +97,7 @@ def test_text_only_prompt_matches_the_target_lm(qwen):
             assert torch.equal(model(**batch).logits, bare_target_lm(model)(**batch).logits)
 
 
-@pytest.mark.parametrize("variant", ["dpa", "baseline"])
+@pytest.mark.parametrize("variant", ["dpa", "baseline", "dpa_qwen2_vl"])
 def test_cached_generation_equals_uncached(qwen, three_sizes, variant):
     model, processor = qwen[variant]
     model.eval()
@@ -100,7 +109,7 @@ def test_cached_generation_equals_uncached(qwen, three_sizes, variant):
     assert torch.equal(cached, uncached)
 
 
-@pytest.mark.parametrize("variant", ["dpa", "baseline"])
+@pytest.mark.parametrize("variant", ["dpa", "baseline", "dpa_qwen2_vl"])
 def test_save_load_round_trips_bit_exactly(qwen, three_sizes, variant, tmp_path):
     model, processor = qwen[variant]
     model.eval()
@@ -255,7 +264,7 @@ def test_config_refuses_what_a_native_resolution_tower_cannot_do(qwen):
         type(config)(**{**config.to_dict(), "perceiver_mrope_section": [4, 4, 4]})
     with pytest.raises(ValueError, match="vision_feature_layer"):
         type(config)(**{**config.to_dict(), "vision_feature_layer": -2})
-    with pytest.raises(ValueError, match="out_hidden_size"):
+    with pytest.raises(ValueError, match="merger gives width"):
         type(config)(
             **{
                 **config.to_dict(),
@@ -303,3 +312,28 @@ def test_both_stages_train_on_three_image_sizes_then_generate(qwen, variant, ali
     batch = ask(final_processor, [[random_image(9, size)] for size in SIZES])
     out = final.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert out.shape == (3, batch["input_ids"].shape[1] + 4)
+
+
+def test_a_target_with_mrope_decodes_at_the_positions_a_full_forward_gives(qwen, three_sizes):
+    """Decode steps read the KV cache at 1-D positions shifted by the prompt's rope deltas; the same
+    tokens run in one uncached forward (3-D positions computed over everything) give the same logits."""
+    model, processor = qwen["baseline"]
+    model.eval()
+    batch = ask(processor, [three_sizes[1:2], three_sizes[2:]])
+    assert model.config.text_mrope_section == TARGET_MROPE_SECTION
+    out = model.generate(
+        **batch,
+        max_new_tokens=3,
+        min_new_tokens=3,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    assert (model.model.rope_deltas != 0).all()  # the grids moved the text after them
+    mask = torch.cat([batch["attention_mask"], torch.ones_like(out.sequences[:, -3:])], dim=1)
+    inputs = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        full = model(input_ids=out.sequences, attention_mask=mask, **inputs).logits
+    for step, logits in enumerate(out.logits):
+        position = batch["input_ids"].shape[1] - 1 + step
+        torch.testing.assert_close(logits, full[:, position], rtol=1e-4, atol=1e-4)

@@ -20,6 +20,14 @@ ProjectorType = Literal["mlp2x_gelu", "linear_relu_linear", "linear", "merger"]
 # Native-resolution towers (Qwen2-VL, Qwen2.5-VL) take flattened patches and a (t, h, w) grid per
 # image and merge merge x merge patches into one feature; their configs say so with this field.
 GRID_TOWER_FIELD = "spatial_merge_size"
+
+
+def merger_width_field(vision_config: PreTrainedConfig) -> str:
+    """The config field of a native-resolution tower's output width (its merger's): Qwen2.5-VL
+    names it `out_hidden_size`; Qwen2-VL's `hidden_size` is it (its ViT width is `embed_dim`)."""
+    return "out_hidden_size" if hasattr(vision_config, "out_hidden_size") else "hidden_size"
+
+
 PerceiverBlocks = Literal["lm", "mlp", "none"]
 
 
@@ -59,6 +67,8 @@ class PrealignConfig(PreTrainedConfig):
             temporal, height and width position (summing to half the head dimension; the authors'
             [16, 24, 24]). Text keeps 1-D positions; the rotary base (theta) is the perceiver LM
             config's own. None keeps 1-D positions everywhere. Needs a native-resolution tower.
+        text_mrope_section: the same for the target LM (the authors' baseline gives its target
+            M-RoPE; their DPA target keeps 1-D positions), decoding included.
         image_token_id / image_start_token_id / image_end_token_id: the target tokenizer's ids of
             the placeholder and markers, set from the processor (looked up by string, never fixed).
         perceiver_image_token_id / ...: the same ids in the perceiver's tokenizer.
@@ -85,6 +95,7 @@ class PrealignConfig(PreTrainedConfig):
     include_image_markers: bool = True
     early_fusion: bool = False
     perceiver_mrope_section: list[int] | None = None
+    text_mrope_section: list[int] | None = None
     image_token_id: int | None = None
     image_start_token_id: int | None = None
     image_end_token_id: int | None = None
@@ -129,6 +140,13 @@ class PrealignConfig(PreTrainedConfig):
     def native_resolution(self) -> bool:
         """The vision tower reads each image at its own size (N differs per image)."""
         return hasattr(self.vision_config, GRID_TOWER_FIELD)
+
+    @property
+    def vision_feature_size(self) -> int:
+        """Width of the features the vision tower hands the projector."""
+        if self.native_resolution:
+            return getattr(self.vision_config, merger_width_field(self.vision_config))
+        return self.vision_config.hidden_size
 
     @property
     def first_lm_config(self) -> PreTrainedConfig:
@@ -203,30 +221,36 @@ class PrealignConfig(PreTrainedConfig):
                     "comes from its size."
                 )
         if self.projector_type == "merger":
-            width = getattr(self.vision_config, "out_hidden_size", None)
-            if not self.native_resolution or width is None:
+            if not self.native_resolution:
                 raise ValueError(
                     "projector_type='merger' needs a vision tower with a merger (Qwen2-VL, Qwen2.5-VL)."
                 )
+            width = self.vision_feature_size
             if width != self.first_lm_config.hidden_size:
                 raise ValueError(
-                    f"projector_type='merger': the tower's merger gives width {width} (out_hidden_size) "
+                    f"projector_type='merger': the tower's merger gives width {width} "
                     f"but the LM it feeds has hidden_size {self.first_lm_config.hidden_size}; from_parts "
                     "re-initialises the merger's output layer to that width."
                 )
-        if self.perceiver_mrope_section is not None:
-            if not (self.is_dpa and self.perceiver_blocks == "lm" and self.native_resolution):
+        if self.perceiver_mrope_section is not None and not (self.is_dpa and self.perceiver_blocks == "lm"):
+            raise ValueError("perceiver_mrope_section needs a perceiver LM (perceiver_blocks='lm').")
+        for field, lm in (
+            ("perceiver_mrope_section", self.perceiver_text_config),
+            ("text_mrope_section", self.text_config),
+        ):
+            section = getattr(self, field)
+            if section is None:
+                continue
+            if not self.native_resolution:
                 raise ValueError(
-                    "perceiver_mrope_section needs a perceiver LM (perceiver_blocks='lm') fed by a "
-                    "native-resolution vision tower: M-RoPE positions come from the image's grid."
+                    f"{field} needs a native-resolution vision tower: M-RoPE positions come from each "
+                    "image's grid."
                 )
-            lm = self.perceiver_text_config
             head_dim = getattr(lm, "head_dim", None) or lm.hidden_size // lm.num_attention_heads
-            section = list(self.perceiver_mrope_section)
             if len(section) != 3 or sum(section) != head_dim // 2:
                 raise ValueError(
-                    f"perceiver_mrope_section={section} must have 3 entries (temporal, height, width) "
-                    f"summing to half the perceiver's head dimension, {head_dim // 2}."
+                    f"{field}={list(section)} must have 3 entries (temporal, height, width) summing to "
+                    f"half the LM's head dimension, {head_dim // 2}."
                 )
 
 

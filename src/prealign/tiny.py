@@ -17,15 +17,17 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2_5_VLVisionConfig,
     Qwen2VLImageProcessorPil,
+    Qwen2VLVisionConfig,
     Qwen3Config,
     SiglipImageProcessorPil,
     SiglipVisionConfig,
     SiglipVisionModel,
 )
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
 from .chat_template import CHATML_TEMPLATE
 
-VisionKind = Literal["siglip", "clip", "qwen2_5_vl"]
+VisionKind = Literal["siglip", "clip", "qwen2_5_vl", "qwen2_vl"]
 # A native-resolution processor's pixel budget for tiny towers: images become 2-16 merged tokens.
 TINY_MIN_PIXELS, TINY_MAX_PIXELS = 2 * 28 * 28, 16 * 28 * 28
 LMKind = Literal["qwen3", "llama"]
@@ -76,9 +78,10 @@ def tiny_tokenizer(
 def tiny_vision_tower(
     kind: VisionKind = "siglip", image_size: int = 32, patch_size: int = 8, out_hidden_size: int = 32
 ) -> PreTrainedModel:
-    """A tiny tower of a real architecture. Qwen2.5-VL's is native-resolution (patch 14, 2x2 merge,
-    window attention in block 0 and full attention in block 1, as the real one alternates); its
-    merger outputs `out_hidden_size`; `image_size` and `patch_size` are for fixed-size towers."""
+    """A tiny tower of a real architecture. Qwen2.5-VL's and Qwen2-VL's are native-resolution
+    (patch 14, 2x2 merge; Qwen2.5-VL's with window attention in block 0 and full attention in
+    block 1, as the real one alternates); their mergers output `out_hidden_size`; `image_size` and
+    `patch_size` are for fixed-size towers."""
     if kind == "qwen2_5_vl":
         config = Qwen2_5_VLVisionConfig(
             depth=2,
@@ -90,6 +93,11 @@ def tiny_vision_tower(
             fullatt_block_indexes=[1],
         )
         return AutoModel.from_config(config)
+    if kind == "qwen2_vl":
+        config = Qwen2VLVisionConfig(
+            depth=2, embed_dim=32, hidden_size=out_hidden_size, num_heads=2, mlp_ratio=2
+        )
+        return Qwen2VisionTransformerPretrainedModel(config)
     common = dict(
         hidden_size=32,
         intermediate_size=64,
@@ -107,7 +115,7 @@ def tiny_vision_tower(
 
 
 def tiny_image_processor(kind: VisionKind = "siglip", image_size: int = 32):
-    if kind == "qwen2_5_vl":
+    if kind in ("qwen2_5_vl", "qwen2_vl"):
         return Qwen2VLImageProcessorPil(
             size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS}
         )

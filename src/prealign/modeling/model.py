@@ -25,6 +25,7 @@ from .feature_cache import ImageFeatureCache
 from .parts import load_causal_lm, load_vision_tower, with_merger_width
 from .perceiver import PerceiverLM
 from .projectors import build_projector
+from .rotary import multimodal_positions, use_multimodal_rotary
 
 PartSpec = str | PathLike | PreTrainedModel
 # Inputs only prefill reads (decode steps see the KV cache); transformers drops pixel_values itself.
@@ -58,7 +59,7 @@ class PrealignModel(PrealignPreTrainedModel):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.projector = build_projector(
-            config.projector_type, config.vision_config.hidden_size, config.first_lm_config.hidden_size
+            config.projector_type, config.vision_feature_size, config.first_lm_config.hidden_size
         )
         if config.is_dpa:
             self.perceiver = PerceiverLM(config)
@@ -68,9 +69,18 @@ class PrealignModel(PrealignPreTrainedModel):
         else:
             self.perceiver = None
             self.aligner = None
-        self.language_model = AutoModel.from_config(config.text_config)
+        self.set_language_model(AutoModel.from_config(config.text_config))
         self.image_feature_cache: ImageFeatureCache | None = None
+        # M-RoPE positions continue past an image's grid, not its token count: what decode steps
+        # add to their 1-D positions, set at each prefill (as Qwen2.5-VL keeps its rope_deltas).
+        self.rope_deltas: torch.Tensor | None = None
         self.post_init()
+
+    def set_language_model(self, language_model: nn.Module) -> None:
+        """The target LM's body, given M-RoPE when the config asks for it."""
+        if self.config.text_mrope_section is not None:
+            use_multimodal_rotary(language_model, self.config.text_mrope_section)
+        self.language_model = language_model
 
     def train(self, mode: bool = True):
         # Features cached before training describe the old weights.
@@ -248,6 +258,10 @@ class PrealignModel(PrealignPreTrainedModel):
                 )
         elif pixel_values is not None:
             raise ValueError("pixel_values need input_ids to locate the image positions, not inputs_embeds.")
+        if self.config.text_mrope_section is not None:
+            position_ids = self.target_positions(
+                input_ids, attention_mask, position_ids, image_grid_thw, cache
+            )
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -258,6 +272,34 @@ class PrealignModel(PrealignPreTrainedModel):
         )
         outputs["image_hidden_states"] = image_features
         return outputs
+
+    def target_positions(
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.LongTensor | None,
+        image_grid_thw: torch.Tensor | None,
+        cache: Cache | None,
+    ) -> torch.LongTensor | None:
+        """The target's M-RoPE positions: 3-D ones computed at prefill (image tokens on their
+        grid), then decode steps' 1-D positions shifted by how far the prompt's images moved them."""
+        if position_ids is not None and position_ids.ndim == 3:
+            return position_ids
+        if cache is None or cache.get_seq_length() == 0:
+            if input_ids is None:
+                return position_ids
+            mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            grid = image_grid_thw if image_grid_thw is not None else input_ids.new_zeros(0, 3)
+            merge_size = self.config.vision_config.spatial_merge_size
+            positions = multimodal_positions(input_ids, mask, self.config.image_token_id, grid, merge_size)
+            self.rope_deltas = positions.amax(dim=(0, 2)) + 1 - mask.sum(-1)
+            return positions
+        if self.rope_deltas is None or position_ids is None:
+            raise ValueError(
+                "A target with M-RoPE decodes from position_ids and the prompt's rope deltas: run the "
+                "prompt through the model first (generate() does), and pass position_ids."
+            )
+        return (position_ids + self.rope_deltas.to(position_ids.device)[:, None]).expand(3, -1, -1)
 
     def _write_image_features(self, input_ids, inputs_embeds, image_features) -> torch.Tensor:
         span_mask = self.image_span_mask(input_ids)
@@ -442,7 +484,7 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         with torch.device("meta"):
             model = cls(config)
         model.model.vision_tower = vision
-        model.model.language_model = text.base_model
+        model.model.set_language_model(text.base_model)
         model.lm_head = text.get_output_embeddings()
         if perceiver is not None:
             if config.perceiver_blocks == "lm":

@@ -6,9 +6,19 @@ import copy
 from os import PathLike
 
 import torch
-from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    PreTrainedModel,
+)
+from transformers.models.qwen2_vl import Qwen2VLVisionConfig
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
-from ..config import GRID_TOWER_FIELD
+from ..config import GRID_TOWER_FIELD, merger_width_field
+
+# transformers builds Qwen2.5-VL's tower from its vision config but has no AutoModel entry for
+# Qwen2-VL's, whose tower keeps the same contract (patches + grid in, merged features out).
+AutoModel.register(Qwen2VLVisionConfig, Qwen2VisionTransformerPretrainedModel, exist_ok=True)
 
 
 def load_vision_tower(spec: str | PathLike | PreTrainedModel, **load_kwargs) -> PreTrainedModel:
@@ -33,14 +43,15 @@ def _is_vision_config(config) -> bool:
 
 def with_merger_width(tower: PreTrainedModel, width: int) -> PreTrainedModel:
     """A native-resolution tower whose merger outputs `width` (the LM it feeds): the tower's own
-    weights are kept and the merger layers whose shape changes are left to be initialised anew -
-    the authors' phi_p, a pretrained VLM's merger re-initialised to the perceiver's width."""
-    if getattr(tower.config, "out_hidden_size", None) is None:
-        raise ValueError(f"{type(tower).__name__} has no merger (out_hidden_size) to serve as the projector.")
-    if tower.config.out_hidden_size == width:
+    weights are kept and the merger layers whose shape changes are initialised anew - the
+    authors' phi_p, a pretrained VLM's merger re-initialised to the perceiver's width."""
+    if not hasattr(tower.config, GRID_TOWER_FIELD):
+        raise ValueError(f"{type(tower).__name__} has no merger to serve as the projector.")
+    field = merger_width_field(tower.config)
+    if getattr(tower.config, field) == width:
         return tower
     config = copy.deepcopy(tower.config)
-    config.out_hidden_size = width
+    setattr(config, field, width)
     reference = next(tower.parameters())
     with torch.device(reference.device):
         resized = type(tower)(config).to(reference.dtype)  # new layers get the tower's own init

@@ -182,7 +182,10 @@ class Conversations:
     def _reusable_prefix(self, ids: list[int], image_keys: list[str]) -> tuple[int, int]:
         """How many leading tokens of `ids` the cache already holds - cut back to before the first
         image span it would split or whose image differs from the cached one - and how many
-        images lie wholly inside that prefix."""
+        images lie wholly inside that prefix. A target with M-RoPE reuses nothing: its positions
+        after the prefix depend on every image of the whole prompt, which only a full prefill sees."""
+        if self.model.config.text_mrope_section is not None:
+            return 0, 0
         common = 0
         for cached, new in zip(self._cached_ids, ids, strict=False):
             if cached != new:
