@@ -11,21 +11,29 @@ from data_fixtures import write_llava_set
 from qwen_fixtures import (
     PERCEIVER_MROPE_SECTION,
     QWEN_VISION_IDS,
+    QWEN_VISION_TOKENS,
     QWEN_VOCAB_ROWS,
     TARGET_MROPE_SECTION,
     qwen_dpa,
+    qwen_tokenizer,
 )
 from test_model import bare_target_lm
 from test_training import changed_parts, stage_config
-from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig, Qwen2_5_VLModel
+from transformers import (
+    AutoModelForImageTextToText,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLModel,
+)
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRotaryEmbedding
 
 from prealign import PrealignForConditionalGeneration, PrealignProcessor
 from prealign.modeling.feature_cache import ImageFeatureCache
 from prealign.modeling.rotary import MultimodalRotaryEmbedding, multimodal_positions
-from prealign.tiny import tiny_causal_lm, tiny_vision_tower
+from prealign.tiny import tiny_causal_lm, tiny_image_processor, tiny_vision_tower
 from prealign.training import build_trainer
-from prealign.training.settings import TrainSettings, from_dict
+from prealign.training.run import build_model_and_processor
+from prealign.training.settings import ModelSettings, TrainSettings, from_dict
 
 SIZES = [(40, 48), (100, 60), (150, 150)]  # (height, width): 2, 8 and 9 image tokens
 
@@ -337,3 +345,91 @@ def test_a_target_with_mrope_decodes_at_the_positions_a_full_forward_gives(qwen,
     for step, logits in enumerate(out.logits):
         position = batch["input_ids"].shape[1] - 1 + step
         torch.testing.assert_close(logits, full[:, position], rtol=1e-4, atol=1e-4)
+
+
+def save_qwen_parts(folder):
+    """A tiny Qwen2.5-VL checkpoint (its tower is `visual`, its image processor beside it) and
+    Qwen3 LM folders with Qwen's tokenizer, laid out as the hub's are."""
+    vlm = Qwen2_5_VLForConditionalGeneration(
+        Qwen2_5_VLConfig(
+            vision_config=tiny_vision_tower("qwen2_5_vl", out_hidden_size=40).config.to_dict(),
+            text_config=dict(
+                hidden_size=40,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                intermediate_size=64,
+                vocab_size=QWEN_VOCAB_ROWS,
+            ),
+        )
+    )
+    vlm.save_pretrained(folder / "qwen2_5_vl")
+    tiny_image_processor("qwen2_5_vl").save_pretrained(folder / "qwen2_5_vl")
+    for name, width, template in (("qwen3_4b", 48, "qwen3"), ("qwen3_0_6b", 64, "qwen2_5_vl")):
+        tiny_causal_lm(
+            "qwen3", vocab_size=QWEN_VOCAB_ROWS, hidden_size=width, tie_word_embeddings=True
+        ).save_pretrained(folder / name)
+        qwen_tokenizer(folder / name, template).save_pretrained(folder / name)
+    return vlm
+
+
+def test_a_training_config_assembles_the_authors_layout_from_hub_style_folders(tmp_path):
+    vlm = save_qwen_parts(tmp_path)
+    settings = from_dict(
+        ModelSettings,
+        {
+            "variant": "dpa_untrained_perceiver",
+            "vision": str(tmp_path / "qwen2_5_vl"),
+            "text": str(tmp_path / "qwen3_4b"),
+            "perceiver": str(tmp_path / "qwen3_0_6b"),
+            "perceiver_tokenizer": str(tmp_path / "qwen3_0_6b"),
+            "config": {"projector_type": "merger", "perceiver_mrope_section": PERCEIVER_MROPE_SECTION},
+            "image_tokens": QWEN_VISION_TOKENS,
+        },
+        "test",
+    )
+    model, processor = build_model_and_processor(settings)
+    assert processor.token_ids()["image_token_id"] == QWEN_VISION_IDS["<|image_pad|>"]
+    assert model.get_input_embeddings().weight.shape[0] == QWEN_VOCAB_ROWS
+    tower = model.model.vision_tower.state_dict()
+    for key, value in vlm.model.visual.state_dict().items():
+        if not key.startswith("merger.mlp.2."):  # re-initialised to the perceiver's width (64)
+            assert torch.equal(tower[key], value), key
+    assert tower["merger.mlp.2.weight"].shape == (64, 4 * 32)
+    batch = ask(processor, [[random_image(0, size) for size in SIZES]])
+    with torch.no_grad():
+        assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
+
+
+def test_a_dpa_from_a_qwen_perceiver_vlm_keeps_its_merger_positions_and_tokens(qwen, tmp_path):
+    vlm, vlm_processor = qwen["baseline"]  # a Qwen-tower VLM with an M-RoPE LM, as a perceiver VLM
+    vlm.save_pretrained(tmp_path / "vlm")
+    vlm_processor.save_pretrained(tmp_path / "vlm")
+    save_qwen_parts(tmp_path)
+    settings = from_dict(
+        ModelSettings,
+        {"variant": "dpa", "perceiver_vlm": str(tmp_path / "vlm"), "text": str(tmp_path / "qwen3_4b")},
+        "test",
+    )
+    model, processor = build_model_and_processor(settings)
+    assert model.config.projector_type == "merger"
+    assert (
+        model.config.perceiver_mrope_section == TARGET_MROPE_SECTION
+        and model.config.text_mrope_section is None
+    )
+    assert processor.image_span_tokens() == QWEN_VISION_TOKENS
+    for key, value in vlm.model.vision_tower.state_dict().items():
+        assert torch.equal(model.model.vision_tower.state_dict()[key], value), key
+    batch = ask(processor, [[random_image(0, size) for size in SIZES]])
+    vision = model.model.get_vision_features(batch["pixel_values"], batch["image_grid_thw"])
+    perceiver_ids, perceiver_mask = batch["perceiver_input_ids"], batch["perceiver_attention_mask"]
+    with torch.no_grad():  # the perceiver's states over each image are the VLM's own LM states there
+        states = model.model.perceiver(perceiver_ids, perceiver_mask, vision, batch["image_grid_thw"])
+        hidden = vlm.model(
+            input_ids=perceiver_ids,
+            attention_mask=perceiver_mask,
+            pixel_values=batch["pixel_values"],
+            image_grid_thw=batch["image_grid_thw"],
+        ).last_hidden_state
+    span = torch.isin(perceiver_ids, torch.tensor(list(QWEN_VISION_IDS.values())))
+    torch.testing.assert_close(states, hidden[span])

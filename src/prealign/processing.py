@@ -42,6 +42,7 @@ MODEL_SETTINGS = {
     "early_fusion": "early_fusion",
 }
 PERCEIVER_TOKENIZER_DIR = "perceiver_tokenizer"
+SPAN_TOKEN_ARGUMENTS = ("image_token", "image_start_token", "image_end_token")  # special_tokens()' order
 # How reasoning templates (Qwen3, DeepSeek-R1) delimit the reasoning before an answer.
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -148,6 +149,10 @@ class PrealignProcessor(ProcessorMixin):
             "perceiver_image_start_token_id": p_start,
             "perceiver_image_end_token_id": p_end,
         }
+
+    def image_span_tokens(self) -> dict[str, str]:
+        """The span's tokens as this class's arguments (image_token, image_start_token, image_end_token)."""
+        return dict(zip(SPAN_TOKEN_ARGUMENTS, self.special_tokens(), strict=True))
 
     def image_span(self, tokenizer: PreTrainedTokenizerBase | None = None) -> ImageSpan:
         """The span's tokens as ids of `tokenizer` (the target's or the perceiver's), or as strings."""

@@ -31,6 +31,11 @@ def dpa_from_perceiver_vlm(
     """
     if perceiver_vlm.config.is_dpa:
         raise ValueError("perceiver_vlm must be a baseline-class small VLM (ViT -> projector -> small LM).")
+    # The perceiver reads images as the small VLM learnt to: its projector, and its LM's positions.
+    inherited = {"projector_type": perceiver_vlm.config.projector_type}
+    if config_kwargs.get("perceiver_blocks", "lm") == "lm":
+        inherited["perceiver_mrope_section"] = perceiver_vlm.config.text_mrope_section
+    config_kwargs = {**inherited, **config_kwargs}
     model = PrealignForConditionalGeneration.from_parts(
         vision_model=perceiver_vlm.model.vision_tower,
         text_model=text_model,

@@ -13,7 +13,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, TrainerCallback, Tra
 from ..data import DataSource, LlavaDataset, PrealignCollator
 from ..modeling import PrealignForConditionalGeneration
 from ..modeling.parts import load_causal_lm
-from ..processing import PrealignProcessor
+from ..processing import SPAN_TOKEN_ARGUMENTS, PrealignProcessor
 from ..variants import VARIANTS
 from .curves import write_loss_plot
 from .distributed import block_class_names, release_process_group
@@ -34,10 +34,11 @@ def build_model_and_processor(settings: ModelSettings):
                 f"model.config {settings.config} cannot apply to model.checkpoint {settings.checkpoint}: "
                 "a saved model's architecture is fixed; config values apply when assembling from parts."
             )
-        if settings.prompt:
+        if settings.prompt or settings.image_tokens:
             raise ValueError(
-                f"model.prompt cannot apply to model.checkpoint {settings.checkpoint}: its processor carries "
-                "the prompt convention it was trained with; prompt values apply when assembling from parts."
+                f"model.prompt and model.image_tokens cannot apply to model.checkpoint "
+                f"{settings.checkpoint}: its processor carries the prompt convention and image tokens it "
+                "was trained with; they apply when assembling from parts."
             )
         model = PrealignForConditionalGeneration.from_pretrained(settings.checkpoint, **load)
         return model, PrealignProcessor.from_pretrained(settings.checkpoint)
@@ -51,6 +52,7 @@ def build_model_and_processor(settings: ModelSettings):
             AutoTokenizer.from_pretrained(settings.text),
             vlm_processor.tokenizer,
             **_prompt_convention(settings),
+            **{**vlm_processor.image_span_tokens(), **_image_tokens(settings)},
         )
         vlm = PrealignForConditionalGeneration.from_pretrained(settings.perceiver_vlm, **load)
         text = load_causal_lm(settings.text, **load)
@@ -66,6 +68,7 @@ def build_model_and_processor(settings: ModelSettings):
             AutoTokenizer.from_pretrained(settings.text),
             perceiver_tokenizer,
             **_prompt_convention(settings),
+            **_image_tokens(settings),
         )
         model = PrealignForConditionalGeneration.from_parts(
             settings.vision, settings.text, settings.perceiver, processor=processor, **load, **config
@@ -83,6 +86,15 @@ def _prompt_convention(settings: ModelSettings) -> dict:
     if unknown:
         raise ValueError(f"model.prompt: unknown setting(s) {unknown} (known: {', '.join(PROMPT_SETTINGS)}).")
     return settings.prompt
+
+
+def _image_tokens(settings: ModelSettings) -> dict:
+    unknown = sorted(set(settings.image_tokens) - set(SPAN_TOKEN_ARGUMENTS))
+    if unknown:
+        raise ValueError(
+            f"model.image_tokens: unknown key(s) {unknown} (known: {', '.join(SPAN_TOKEN_ARGUMENTS)})."
+        )
+    return settings.image_tokens
 
 
 def _check_local_paths(settings: ModelSettings) -> None:

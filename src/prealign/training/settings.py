@@ -38,6 +38,10 @@ class ModelSettings:
     # The prompt convention of training and of every later use (PrealignProcessor: system_prompt,
     # thinking, template_variables); saved with the processor, so a checkpoint carries its own.
     prompt: dict[str, Any] = field(default_factory=dict)
+    # The image span's tokens (PrealignProcessor's image_token, image_start_token, image_end_token):
+    # a tokenizer's own vision tokens, such as Qwen's <|image_pad|> <|vision_start|> <|vision_end|>,
+    # are used as they are. Unset: prealign's own (added to the tokenizers), or a perceiver VLM's.
+    image_tokens: dict[str, str] = field(default_factory=dict)
     dtype: str | None = None
     attn_implementation: str | None = None
 
