@@ -25,6 +25,8 @@ from transformers import (
 )
 from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
 
+from ..image_span import span_length
+
 # Published hyper-parameters (the models' config.json on the hub).
 LANGUAGE_MODELS: dict[str, PretrainedConfig] = {
     "Qwen3-0.6B": Qwen3Config(
@@ -67,7 +69,7 @@ class Workload:
     """What one training sample / one request holds (LLaVA-NeXT-like defaults)."""
 
     patches: int = 2880  # vision-tower tokens: 5 anyres crops x 576 (Qwen2.5-VL: before merging)
-    image_tokens: int = 2880  # the image span's length in the LMs (before the 2 markers)
+    image_tokens: int = 2880  # N, the image positions of a span in the LMs (without its markers)
     text_tokens: int = 300  # instruction + answer
     new_tokens: int = 128  # tokens generated per request (throughput)
 
@@ -125,7 +127,7 @@ def scale_ratios(target: str, tower: str, workload: Workload | None = None) -> S
     projector_base = d_vit * merge * d_t + d_t * d_t
     projector_dpa = d_vit * merge * d_p + d_p * d_p
     aligner = d_p * d_p + d_p * d_t
-    span = w.image_tokens + 2
+    span = span_length(w.image_tokens)
     sequence = span + w.text_tokens
     vit_f = forward_flops(vit, w.patches, context=w.patches)  # bidirectional: every patch sees all
     lm_f = forward_flops(lm, sequence)
