@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import random_image
-from data_fixtures import write_llava_set
+from data_fixtures import INSTRUCT, write_llava_set
 from qwen_fixtures import (
     PERCEIVER_MROPE_SECTION,
     QWEN_VISION_IDS,
@@ -28,6 +28,8 @@ from transformers import (
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRotaryEmbedding
 
 from prealign import PrealignForConditionalGeneration, PrealignProcessor
+from prealign.data import DataSource, LlavaDataset, PrealignCollator
+from prealign.data.check import check_data
 from prealign.modeling.feature_cache import ImageFeatureCache
 from prealign.modeling.rotary import MultimodalRotaryEmbedding, multimodal_positions
 from prealign.tiny import tiny_causal_lm, tiny_image_processor, tiny_vision_tower
@@ -433,3 +435,23 @@ def test_a_dpa_from_a_qwen_perceiver_vlm_keeps_its_merger_positions_and_tokens(q
         ).last_hidden_state
     span = torch.isin(perceiver_ids, torch.tensor(list(QWEN_VISION_IDS.values())))
     torch.testing.assert_close(states, hidden[span])
+
+
+def test_the_dataset_and_data_check_see_each_images_own_span(qwen, tmp_path):
+    _, processor = qwen["dpa"]
+    data = write_llava_set(tmp_path, sizes=SIZES)
+    source = DataSource(data["instruct"], data["images"])
+    dataset = LlavaDataset([source], processor)
+    # instruct.jsonl: coco (150x150: 9), text-only, coco + 00223 (9 + 8); each span is N + 2 long
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert [s["image_tokens"] for s in samples] == [[9], [], [9, 8]]
+    for sample in samples:
+        image_id = QWEN_VISION_IDS["<|image_pad|>"]
+        assert int((sample["input_ids"] == image_id).sum()) == sum(sample["image_tokens"])
+    words = [sum(len(t["value"].split()) for t in r["conversations"]) for r in INSTRUCT]
+    assert dataset.approximate_lengths() == [words[0] + 11, words[1], words[2] + 11 + 10]
+    report = check_data([data["instruct"]], processor, image_root=data["images"], show=3, progress=False)
+    assert report.files[str(data["instruct"])]["usable"] == 3
+    assert "<image x9>" in report.shown[2] and "<image x8>" in report.shown[2]
+    batch = PrealignCollator(processor)(samples)
+    assert batch["image_grid_thw"].shape == (3, 3) and batch["perceiver_input_ids"].shape[0] == 3
