@@ -43,6 +43,7 @@ MODEL_SETTINGS = {
 }
 PERCEIVER_TOKENIZER_DIR = "perceiver_tokenizer"
 SPAN_TOKEN_ARGUMENTS = ("image_token", "image_start_token", "image_end_token")  # special_tokens()' order
+PERCEIVER_PROMPTS = ("span", "chat")
 # How reasoning templates (Qwen3, DeepSeek-R1) delimit the reasoning before an answer.
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -60,6 +61,12 @@ class PrealignProcessor(ProcessorMixin):
     supervise) its reasoning; `template_variables` are fixed values for what a template would
     otherwise read from the moment it runs (LLaMA-3's `date_string`, today's date by default, so
     a prompt rendered on another day than training's would differ).
+
+    `perceiver_prompt` is what the perceiver reads before each image: `"span"` nothing (under
+    early fusion the instruction), `"chat"` the perceiver tokenizer's chat template around a user
+    turn that opens with the image (under early fusion: the instruction, then the image), with
+    the system prompt - the authors' perceiver reads its image so. What follows the image cannot
+    change its states (attention is causal), so a perceiver row ends with the span.
 
     `image_processor_backend` ("pil", "torchvision") rebuilds the image processor on that backend:
     a loaded processor processes images as it did when it was saved, whatever else is installed."""
@@ -80,9 +87,14 @@ class PrealignProcessor(ProcessorMixin):
         thinking: bool = False,
         template_variables: dict | None = None,
         image_processor_backend: str | None = None,
+        perceiver_prompt: str = "span",
     ):
         if early_fusion and not use_perceiver:
             raise ValueError("early_fusion=True needs use_perceiver=True.")
+        if perceiver_prompt not in PERCEIVER_PROMPTS:
+            raise ValueError(
+                f"perceiver_prompt={perceiver_prompt!r} is not one of {', '.join(PERCEIVER_PROMPTS)}."
+            )
         if image_processor is not None and image_processor_backend is not None:
             image_processor = with_backend(image_processor, image_processor_backend)
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
@@ -98,6 +110,7 @@ class PrealignProcessor(ProcessorMixin):
         self.system_prompt = system_prompt
         self.thinking = thinking
         self.template_variables = dict(template_variables or {})
+        self.perceiver_prompt = perceiver_prompt
         self.tokenizer.add_tokens(self.special_tokens(), special_tokens=True)
         self.set_perceiver_tokenizer(perceiver_tokenizer)
 
@@ -391,12 +404,23 @@ class PrealignProcessor(ProcessorMixin):
         span = self.image_span(self.perceiver_tokenizer)
         sequences = []
         for sample, counts in enumerate(image_tokens):
-            prefix = []
-            if self.early_fusion:
-                prefix = self.perceiver_tokenizer(instructions[sample], add_special_tokens=False)["input_ids"]
-            sequences += [prefix + span.ids(n) for n in counts]
+            instruction = instructions[sample] if self.early_fusion else ""
+            prefix = self.perceiver_tokenizer(self.perceiver_prefix(instruction), add_special_tokens=False)
+            sequences += [prefix["input_ids"] + span.ids(n) for n in counts]
         ids, mask = pad_with_mask(sequences, self.perceiver_pad_id(), "left")
         return {"perceiver_input_ids": ids, "perceiver_attention_mask": mask}
+
+    def perceiver_prefix(self, instruction: str = "") -> str:
+        """The text the perceiver reads before an image (see `perceiver_prompt`)."""
+        if self.perceiver_prompt == "span":
+            return instruction
+        turns = [{"role": "user", "content": instruction + self.image_token}]
+        if self.system_prompt is not None:
+            turns.insert(0, {"role": "system", "content": self.system_prompt})
+        rendered = self.perceiver_tokenizer.apply_chat_template(
+            turns, tokenize=False, add_generation_prompt=False
+        )
+        return rendered[: rendered.index(self.image_token)]
 
     def perceiver_pad_id(self) -> int:
         # Padded positions are masked out; any valid id works, the pad token is the natural one.
