@@ -11,7 +11,7 @@ import gzip
 import shutil
 from pathlib import Path
 
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from prealign import PrealignForConditionalGeneration, PrealignProcessor
 from prealign.tiny import tiny_causal_lm, tiny_image_processor, tiny_vision_tower
@@ -66,3 +66,36 @@ def qwen_dpa(folder: Path, variant: str = "dpa", tower: str = "qwen2_5_vl", **co
         **config_kwargs,
     )
     return model, processor
+
+
+def save_qwen_parts(folder: Path, head_dim: int | None = None):
+    """A tiny Qwen2.5-VL checkpoint (its tower is `visual`, its image processor beside it) and
+    Qwen3 LM folders (`qwen3_4b`, 48 wide; `qwen3_0_6b`, 64 wide) with Qwen's tokenizer, laid out as
+    the hub's are. `head_dim=128` (Qwen3's) lets settings written for the real models apply as
+    they are. Returns the Qwen2.5-VL model."""
+    vlm = Qwen2_5_VLForConditionalGeneration(
+        Qwen2_5_VLConfig(
+            vision_config=tiny_vision_tower("qwen2_5_vl", out_hidden_size=40).config.to_dict(),
+            text_config=dict(
+                hidden_size=40,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                intermediate_size=64,
+                vocab_size=QWEN_VOCAB_ROWS,
+            ),
+        )
+    )
+    vlm.save_pretrained(folder / "qwen2_5_vl")
+    tiny_image_processor("qwen2_5_vl").save_pretrained(folder / "qwen2_5_vl")
+    for name, width, template in (("qwen3_4b", 48, "qwen3"), ("qwen3_0_6b", 64, "qwen2_5_vl")):
+        lm = tiny_causal_lm(
+            "qwen3",
+            vocab_size=QWEN_VOCAB_ROWS,
+            hidden_size=width,
+            tie_word_embeddings=True,
+            head_dim=head_dim,
+        )
+        lm.save_pretrained(folder / name)
+        qwen_tokenizer(folder / name, template).save_pretrained(folder / name)
+    return vlm

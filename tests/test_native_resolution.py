@@ -15,14 +15,13 @@ from qwen_fixtures import (
     QWEN_VOCAB_ROWS,
     TARGET_MROPE_SECTION,
     qwen_dpa,
-    qwen_tokenizer,
+    save_qwen_parts,
 )
 from test_model import bare_target_lm
 from test_training import changed_parts, stage_config
 from transformers import (
     AutoModelForImageTextToText,
     Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLModel,
 )
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRotaryEmbedding
@@ -32,7 +31,7 @@ from prealign.data import DataSource, LlavaDataset, PrealignCollator
 from prealign.data.check import check_data
 from prealign.modeling.feature_cache import ImageFeatureCache
 from prealign.modeling.rotary import MultimodalRotaryEmbedding, multimodal_positions
-from prealign.tiny import tiny_causal_lm, tiny_image_processor, tiny_vision_tower
+from prealign.tiny import tiny_causal_lm, tiny_vision_tower
 from prealign.training import build_trainer
 from prealign.training.run import build_model_and_processor
 from prealign.training.settings import ModelSettings, TrainSettings, from_dict
@@ -347,32 +346,6 @@ def test_a_target_with_mrope_decodes_at_the_positions_a_full_forward_gives(qwen,
     for step, logits in enumerate(out.logits):
         position = batch["input_ids"].shape[1] - 1 + step
         torch.testing.assert_close(logits, full[:, position], rtol=1e-4, atol=1e-4)
-
-
-def save_qwen_parts(folder):
-    """A tiny Qwen2.5-VL checkpoint (its tower is `visual`, its image processor beside it) and
-    Qwen3 LM folders with Qwen's tokenizer, laid out as the hub's are."""
-    vlm = Qwen2_5_VLForConditionalGeneration(
-        Qwen2_5_VLConfig(
-            vision_config=tiny_vision_tower("qwen2_5_vl", out_hidden_size=40).config.to_dict(),
-            text_config=dict(
-                hidden_size=40,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-                intermediate_size=64,
-                vocab_size=QWEN_VOCAB_ROWS,
-            ),
-        )
-    )
-    vlm.save_pretrained(folder / "qwen2_5_vl")
-    tiny_image_processor("qwen2_5_vl").save_pretrained(folder / "qwen2_5_vl")
-    for name, width, template in (("qwen3_4b", 48, "qwen3"), ("qwen3_0_6b", 64, "qwen2_5_vl")):
-        tiny_causal_lm(
-            "qwen3", vocab_size=QWEN_VOCAB_ROWS, hidden_size=width, tie_word_embeddings=True
-        ).save_pretrained(folder / name)
-        qwen_tokenizer(folder / name, template).save_pretrained(folder / name)
-    return vlm
 
 
 def test_a_training_config_assembles_the_authors_layout_from_hub_style_folders(tmp_path):

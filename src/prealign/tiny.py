@@ -132,7 +132,10 @@ def tiny_causal_lm(
     hidden_size: int = 32,
     num_layers: int = 2,
     tie_word_embeddings: bool = False,
+    head_dim: int | None = None,
 ) -> PreTrainedModel:
+    """A tiny causal LM; `head_dim` (default hidden_size / 4) may be a real model's (Qwen3's 128),
+    so that settings written for it - M-RoPE sections - apply as they are."""
     # A wide init (0.02 is the usual) so that attention really mixes positions: with tiny weights
     # the residual stream dominates and a bug such as a padding leak moves outputs by only ~1e-6.
     common = dict(
@@ -143,7 +146,7 @@ def tiny_causal_lm(
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=hidden_size // 4,
+        head_dim=head_dim or hidden_size // 4,
         max_position_embeddings=512,
         tie_word_embeddings=tie_word_embeddings,
         bos_token_id=None,

@@ -54,6 +54,14 @@ def connector_part(model: nn.Module) -> str:
     return "aligner" if model.config.is_dpa else "projector"
 
 
+def connector_path(model: nn.Module) -> str:
+    """The connector's module path: a native-resolution tower's merger when it is the projector."""
+    part = connector_part(model)
+    if part == "projector" and model.config.projector_type == "merger":
+        return f"model.vision_tower.{TOWER_MERGER}"
+    return f"model.{part}"
+
+
 def trainable_parts(model: nn.Module, stage: Stage, freeze_perceiver: bool = False) -> list[str]:
     """Names of the parts (see PARTS) a stage trains, for this model's variant."""
     is_dpa = model.config.is_dpa

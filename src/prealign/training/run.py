@@ -18,7 +18,7 @@ from ..variants import VARIANTS
 from .curves import write_loss_plot
 from .distributed import block_class_names, release_process_group
 from .initialization import dpa_from_perceiver_vlm, reinitialize_perceiver_lm
-from .recipes import LORA_LEARNING_RATE, RECIPES, apply_stage, connector_part
+from .recipes import LORA_LEARNING_RATE, PARTS, RECIPES, apply_stage, connector_path, part_of
 from .settings import ModelSettings, TrainSettings, find_config
 from .trainer import PrealignTrainer
 
@@ -34,18 +34,24 @@ def build_model_and_processor(settings: ModelSettings):
                 f"model.config {settings.config} cannot apply to model.checkpoint {settings.checkpoint}: "
                 "a saved model's architecture is fixed; config values apply when assembling from parts."
             )
-        if settings.prompt or settings.image_tokens:
+        if settings.image_processor:
             raise ValueError(
-                f"model.prompt and model.image_tokens cannot apply to model.checkpoint "
-                f"{settings.checkpoint}: its processor carries the prompt convention and image tokens it "
-                "was trained with; they apply when assembling from parts."
+                f"model.image_processor cannot apply to model.checkpoint {settings.checkpoint}: its "
+                "processor carries the settings it was trained with; they apply when assembling from parts."
             )
         model = PrealignForConditionalGeneration.from_pretrained(settings.checkpoint, **load)
-        return model, PrealignProcessor.from_pretrained(settings.checkpoint)
+        processor = PrealignProcessor.from_pretrained(settings.checkpoint)
+        _check_checkpoint_processor(settings, processor)
+        return model, processor
     variant = VARIANTS[settings.variant]
     _check_parts(settings, variant)
     config = {**variant.config, **settings.config}
     if settings.perceiver_vlm:
+        if settings.image_processor:
+            raise ValueError(
+                "model.image_processor applies to model.vision; a perceiver_vlm brings the image processor "
+                f"it was trained with ({settings.perceiver_vlm})."
+            )
         vlm_processor = PrealignProcessor.from_pretrained(settings.perceiver_vlm)
         processor = PrealignProcessor(
             vlm_processor.image_processor,
@@ -64,7 +70,7 @@ def build_model_and_processor(settings: ModelSettings):
             else None
         )
         processor = PrealignProcessor(
-            AutoImageProcessor.from_pretrained(settings.vision),
+            AutoImageProcessor.from_pretrained(settings.vision, **settings.image_processor),
             AutoTokenizer.from_pretrained(settings.text),
             perceiver_tokenizer,
             **_prompt_convention(settings),
@@ -78,7 +84,7 @@ def build_model_and_processor(settings: ModelSettings):
     return model, processor
 
 
-PROMPT_SETTINGS = ("system_prompt", "thinking", "template_variables")
+PROMPT_SETTINGS = ("system_prompt", "thinking", "template_variables", "perceiver_prompt")
 
 
 def _prompt_convention(settings: ModelSettings) -> dict:
@@ -86,6 +92,25 @@ def _prompt_convention(settings: ModelSettings) -> dict:
     if unknown:
         raise ValueError(f"model.prompt: unknown setting(s) {unknown} (known: {', '.join(PROMPT_SETTINGS)}).")
     return settings.prompt
+
+
+def _check_checkpoint_processor(settings: ModelSettings, processor: PrealignProcessor) -> None:
+    """A checkpoint's processor carries the prompt convention and image tokens it was trained with:
+    settings may repeat them (a recipe's shared file does), never change them."""
+    wanted = {**_prompt_convention(settings), **_image_tokens(settings)}
+    differ = {
+        key: (value, getattr(processor, key))
+        for key, value in wanted.items()
+        if getattr(processor, key) != value
+    }
+    if differ:
+        listed = ", ".join(
+            f"{key}: settings {want!r}, checkpoint {got!r}" for key, (want, got) in differ.items()
+        )
+        raise ValueError(
+            f"model.prompt / model.image_tokens differ from what model.checkpoint {settings.checkpoint} was "
+            f"trained with ({listed}); a checkpoint keeps its own."
+        )
 
 
 def _image_tokens(settings: ModelSettings) -> dict:
@@ -130,20 +155,39 @@ def _check_parts(settings: ModelSettings, variant) -> None:
 
 
 def apply_lora(model, settings: TrainSettings, trainable: list[str]):
-    """LoRA on both LMs' linear layers; projector/aligner train whole and are saved with the adapters."""
+    """LoRA on the linear layers of `lora.parts` that `lora.target_modules` names; a trainable
+    connector (projector, aligner) outside those parts trains whole, saved with the adapters."""
     from peft import LoraConfig, get_peft_model
 
     lora = settings.lora
-    names = "|".join(lora.target_modules)
+    targets = lora_target_modules(model, lora.parts, lora.target_modules)
+    if not targets:
+        raise ValueError(f"lora: no linear layer named {lora.target_modules} in the parts {lora.parts}.")
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        # Only the LMs' layers (target and perceiver), never the vision tower's same-named projections.
-        target_modules=rf".*language_model\..*\.({names})$",
-        modules_to_save=[p for p in trainable if p in ("projector", "aligner")],
+        target_modules=targets,
+        modules_to_save=[p for p in trainable if p in ("projector", "aligner") and p not in lora.parts],
     )
     return get_peft_model(model, config)
+
+
+def lora_target_modules(model, parts: list[str], names: list[str]) -> list[str]:
+    """Full paths of the linear layers LoRA adapts: in `parts`, named in `names` (or all of them
+    for ["all-linear"]); never the LM head, whose rows are the vocabulary."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"lora.parts: unknown part(s) {unknown} (known: {', '.join(PARTS)}).")
+    every = names == ["all-linear"]
+    return [
+        path
+        for path, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and part_of(path) in parts
+        and part_of(path) != "lm_head"
+        and (every or path.rsplit(".", 1)[-1] in names)
+    ]
 
 
 def training_arguments(settings: TrainSettings, recipe, wrap_classes: list[str] = ()) -> TrainingArguments:
@@ -164,9 +208,11 @@ def training_arguments(settings: TrainSettings, recipe, wrap_classes: list[str] 
         num_train_epochs=settings.epochs if settings.epochs is not None else recipe.epochs,
         max_steps=settings.max_steps,
         learning_rate=lr,
-        lr_scheduler_type=recipe.lr_scheduler,
-        warmup_steps=settings.warmup_ratio if settings.warmup_ratio is not None else recipe.warmup_ratio,
+        lr_scheduler_type=settings.lr_scheduler or recipe.lr_scheduler,
+        lr_scheduler_kwargs=settings.lr_scheduler_kwargs,
+        warmup_steps=_warmup(settings, recipe),
         weight_decay=settings.weight_decay,
+        **{k: v for k in ("adam_beta1", "adam_beta2") if (v := getattr(settings, k)) is not None},
         bf16=bf16,
         # Under FSDP, FSDP's own checkpointing (in fsdp_config): the Trainer's would all-gather twice.
         activation_checkpointing=checkpointing and not settings.fsdp,
@@ -197,6 +243,15 @@ def training_arguments(settings: TrainSettings, recipe, wrap_classes: list[str] 
     )
 
 
+def _warmup(settings: TrainSettings, recipe) -> float | int:
+    """Warmup as steps (an int) or as a fraction of training (a float below 1), as transformers reads it."""
+    if settings.warmup_steps is not None:
+        if settings.warmup_ratio is not None:
+            raise ValueError("Give warmup_steps or warmup_ratio, not both.")
+        return settings.warmup_steps
+    return settings.warmup_ratio if settings.warmup_ratio is not None else recipe.warmup_ratio
+
+
 def build_trainer(settings: TrainSettings, model=None, processor=None) -> PrealignTrainer:
     """Everything `train` runs, ready to go (the model may be passed in already built)."""
     recipe = RECIPES[settings.stage]
@@ -208,7 +263,6 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
     if freeze is None:
         freeze = settings.stage == "finetune" and VARIANTS[settings.model.variant].freeze_perceiver_in_stage2
     trainable = apply_stage(model, settings.stage, freeze)
-    connector = connector_part(model)
     if settings.lora.enabled:
         model = apply_lora(model, settings, trainable)
     data = settings.data
@@ -224,7 +278,7 @@ def build_trainer(settings: TrainSettings, model=None, processor=None) -> Preali
     vision_lr = settings.vision_learning_rate or recipe.vision_learning_rate
     module_lrs = {"model.vision_tower": vision_lr} if vision_lr else {}
     if settings.connector_learning_rate:
-        module_lrs[f"model.{connector}"] = settings.connector_learning_rate
+        module_lrs[connector_path(model)] = settings.connector_learning_rate
     trainer = PrealignTrainer(
         model=model,
         args=training_arguments(settings, recipe, block_class_names(model)),

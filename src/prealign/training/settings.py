@@ -42,6 +42,9 @@ class ModelSettings:
     # a tokenizer's own vision tokens, such as Qwen's <|image_pad|> <|vision_start|> <|vision_end|>,
     # are used as they are. Unset: prealign's own (added to the tokenizers), or a perceiver VLM's.
     image_tokens: dict[str, str] = field(default_factory=dict)
+    # Settings of the vision checkpoint's image processor (AutoImageProcessor.from_pretrained
+    # arguments), e.g. {max_pixels: 262144}: a native-resolution tower's pixel budget per image.
+    image_processor: dict[str, Any] = field(default_factory=dict)
     dtype: str | None = None
     attn_implementation: str | None = None
 
@@ -71,9 +74,13 @@ class LoraSettings:
     r: int = 32
     alpha: int = 32
     dropout: float = 0.05
+    # Linear layers by name (the last part of their module path), or ["all-linear"]: every one.
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
+    # The parts (recipes.PARTS) whose linear layers get adapters: by default both LMs. The authors'
+    # LoRA also adapts the vision tower, its merger (part "projector") and the aligner.
+    parts: list[str] = field(default_factory=lambda: ["language_model", "perceiver"])
 
 
 @dataclass
@@ -94,7 +101,14 @@ class TrainSettings:
     global_batch_size: int | None = None
     per_device_batch_size: int = 1
     warmup_ratio: float | None = None
+    warmup_steps: int | None = None  # instead of warmup_ratio
+    # transformers' scheduler name (cosine, linear, warmup_stable_decay, ...) and its arguments
+    # (warmup_stable_decay: num_stable_steps, num_decay_steps, ...); the stage's when unset.
+    lr_scheduler: str | None = None
+    lr_scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
     weight_decay: float = 0.0
+    adam_beta1: float | None = None  # transformers' defaults (0.9, 0.999) when unset
+    adam_beta2: float | None = None
     gradient_checkpointing: bool | None = None
     bf16: bool | None = None  # None: on where the hardware supports it
     group_by_length: bool = True

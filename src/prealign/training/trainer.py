@@ -53,10 +53,12 @@ class PrealignTrainer(Trainer):
         return result
 
     def _learning_rate_of(self, parameter_name: str) -> float:
-        for prefix, lr in self.module_learning_rates.items():
-            if f".{prefix}." in f".{parameter_name}":
-                return lr
-        return self.args.learning_rate
+        """The rate of the innermost named module holding the parameter (a merger inside a tower
+        takes the merger's rate, the rest of the tower the tower's)."""
+        matches = [prefix for prefix in self.module_learning_rates if f".{prefix}." in f".{parameter_name}"]
+        if not matches:
+            return self.args.learning_rate
+        return self.module_learning_rates[max(matches, key=len)]
 
     def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
         # Length grouping from the dataset's cheap estimates: the Trainer would otherwise
