@@ -32,7 +32,7 @@ TEXTS = json.loads((FIXTURE / "texts.json").read_text())
 VISION_END = 151653
 
 
-def authors_release(folder: Path, drop: str | None = None, extra: str | None = None) -> Path:
+def authors_release(folder: Path, drop: str | None = None, extra: str | None = None, shards: int = 1) -> Path:
     """The fixture's checkpoint folder in the authors' layout: their config, the sub-config folders
     (with Qwen's vocabulary), and `pytorch_model.bin` with every tensor their model saves, tied
     copies sharing storage as torch.save writes them."""
@@ -50,7 +50,17 @@ def authors_release(folder: Path, drop: str | None = None, extra: str | None = N
         state[key] = tensors[leader]
     if extra:
         state[extra] = torch.zeros(2)
-    torch.save(state, folder / "pytorch_model.bin")
+    if shards == 1:
+        torch.save(state, folder / "pytorch_model.bin")
+        return folder
+    keys = sorted(state)  # as save_pretrained shards a large model: files and an index naming them
+    index = {}
+    for shard in range(shards):
+        name = f"pytorch_model-{shard + 1:05d}-of-{shards:05d}.bin"
+        part = {key: state[key] for key in keys[shard::shards]}
+        torch.save(part, folder / name)
+        index.update(dict.fromkeys(part, name))
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": index}))
     return folder
 
 
@@ -194,3 +204,10 @@ def test_prealign_eval_answers_with_the_converted_folder(converted, tmp_path):
     predictions = (tmp_path / "eval" / "bench.predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 2
     assert json.loads((tmp_path / "eval" / "bench.scores.json").read_text())["n"] == 2
+
+
+def test_a_sharded_release_converts_to_the_same_weights(converted, tmp_path):
+    out = convert_official(authors_release(tmp_path / "release", shards=3), tmp_path / "out")
+    assert load_file(out / "model.safetensors").keys() == load_file(converted / "model.safetensors").keys()
+    for key, value in load_file(out / "model.safetensors").items():
+        assert torch.equal(value, load_file(converted / "model.safetensors")[key]), key
