@@ -6,7 +6,7 @@ VERSIONS ?= locked
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.prealign-installed
 
-.PHONY: demo smoke test test-unit test-latest test-lowest lock bench lint clean
+.PHONY: demo smoke test test-unit test-latest test-lowest lock bench lint clean vlmeval-venv
 
 $(STAMP): pyproject.toml requirements/lock.txt tools/install_venv.sh
 	tools/install_venv.sh $(VENV) $(VERSIONS)
@@ -18,7 +18,16 @@ demo: $(STAMP)  ## the main job: the nano world on its embedded defaults (shippe
 smoke: $(STAMP)  ## every variant's model contract on tiny random-init models
 	$(VENV)/bin/prealign smoke
 
-test: $(STAMP)  ## lint + the whole test suite, end-to-end tests included
+VLMEVAL_VENV ?= .venv-vlmeval
+VLMEVAL_STAMP := $(VLMEVAL_VENV)/.prealign-installed
+
+$(VLMEVAL_STAMP): requirements/vlmeval-lock.txt tools/install_vlmeval_venv.sh
+	tools/install_vlmeval_venv.sh $(VLMEVAL_VENV)
+	touch $(VLMEVAL_STAMP)
+
+vlmeval-venv: $(VLMEVAL_STAMP)  ## VLMEvalKit's test environment, apart from the main one (tests/test_vlmeval.py)
+
+test: $(STAMP) $(VLMEVAL_STAMP)  ## lint + the whole test suite, end-to-end tests included (VLMEvalKit's too)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q

@@ -193,6 +193,24 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def vlmeval_command(args: argparse.Namespace) -> int:
+    """VLMEvalKit's own command line with a prealign model registered as `--model prealign`."""
+    try:
+        from .evaluation.vlmeval_adapter import run_vlmeval
+    except ImportError as error:
+        raise SystemExit(f"prealign vlmeval: {error}") from error
+    run_vlmeval(args.model, args.vlmeval_args, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def bench_to_tsv_command(args: argparse.Namespace) -> int:
+    """A prealign benchmark file as a VLMEvalKit TSV."""
+    from .evaluation.tsv import benchmark_to_tsv
+
+    print(f"written to {benchmark_to_tsv(args.benchmark, args.out, args.image_root)}")
+    return 0
+
+
 def convert_official_command(args: argparse.Namespace) -> int:
     """The authors' released checkpoint as a prealign folder."""
     from .official import PART_FIELDS, convert_official
@@ -359,6 +377,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--fresh", action="store_true", help="discard predictions already in --out instead of resuming them"
     )
     p.set_defaults(run=evaluate_command)
+
+    p = commands.add_parser(
+        "vlmeval",
+        help="run VLMEvalKit (the paper's harness) on a saved model: prealign vlmeval MODEL --data MMStar "
+        "... (every argument after MODEL is VLMEvalKit's; needs prealign[vlmeval])",
+        description="Runs VLMEvalKit's own command line in-process with the model registered as "
+        "`--model prealign`; the arguments after MODEL are VLMEvalKit's (--data, --judge, --work-dir, "
+        "--mode, --reuse, ...). A dataset VLMEvalKit does not know is read from $LMUData/NAME.tsv "
+        "(`prealign bench-to-tsv` writes one).",
+    )
+    p.add_argument("model", help="a saved model folder (with its processor)")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=512, help="the longest answer (before VLMEvalKit's args)"
+    )
+    p.add_argument("vlmeval_args", nargs=argparse.REMAINDER, help="VLMEvalKit's arguments")
+    p.set_defaults(run=vlmeval_command)
+
+    p = commands.add_parser(
+        "bench-to-tsv",
+        help="write a benchmark file (JSON/JSONL, as `prealign eval` reads) as a VLMEvalKit TSV",
+    )
+    p.add_argument("benchmark", help="a benchmark JSON/JSONL file: id, question, answer, scoring, image?")
+    p.add_argument("out", help="the TSV to write (VLMEvalKit reads $LMUData/NAME.tsv for --data NAME)")
+    p.add_argument("--image-root", help="folder the items' image paths are relative to (default: the file's)")
+    p.set_defaults(run=bench_to_tsv_command)
 
     p = commands.add_parser("report", help="compare the models `prealign eval` scored into one folder")
     p.add_argument("folder", help="holds <model>/<benchmark>.scores.json")
