@@ -68,24 +68,28 @@ def qwen_dpa(folder: Path, variant: str = "dpa", tower: str = "qwen2_5_vl", **co
     return model, processor
 
 
+def tiny_qwen2_5_vl_config(**overrides) -> Qwen2_5_VLConfig:
+    """A whole Qwen2.5-VL (tiny tower, 1-layer text model with Qwen's vocabulary), as on the hub."""
+    return Qwen2_5_VLConfig(
+        vision_config=tiny_vision_tower("qwen2_5_vl", out_hidden_size=40).config.to_dict(),
+        text_config=dict(
+            hidden_size=40,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=64,
+            vocab_size=QWEN_VOCAB_ROWS,
+        ),
+        **overrides,
+    )
+
+
 def save_qwen_parts(folder: Path, head_dim: int | None = None):
     """A tiny Qwen2.5-VL checkpoint (its tower is `visual`, its image processor beside it) and
     Qwen3 LM folders (`qwen3_4b`, 48 wide; `qwen3_0_6b`, 64 wide) with Qwen's tokenizer, laid out as
     the hub's are. `head_dim=128` (Qwen3's) lets settings written for the real models apply as
     they are. Returns the Qwen2.5-VL model."""
-    vlm = Qwen2_5_VLForConditionalGeneration(
-        Qwen2_5_VLConfig(
-            vision_config=tiny_vision_tower("qwen2_5_vl", out_hidden_size=40).config.to_dict(),
-            text_config=dict(
-                hidden_size=40,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-                intermediate_size=64,
-                vocab_size=QWEN_VOCAB_ROWS,
-            ),
-        )
-    )
+    vlm = Qwen2_5_VLForConditionalGeneration(tiny_qwen2_5_vl_config())
     vlm.save_pretrained(folder / "qwen2_5_vl")
     tiny_image_processor("qwen2_5_vl").save_pretrained(folder / "qwen2_5_vl")
     for name, width, template in (("qwen3_4b", 48, "qwen3"), ("qwen3_0_6b", 64, "qwen2_5_vl")):

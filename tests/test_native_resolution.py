@@ -16,6 +16,7 @@ from qwen_fixtures import (
     TARGET_MROPE_SECTION,
     qwen_dpa,
     save_qwen_parts,
+    tiny_qwen2_5_vl_config,
 )
 from test_model import bare_target_lm
 from test_training import changed_parts, stage_config
@@ -169,22 +170,7 @@ def test_mrope_positions_equal_transformers_qwen2_5_vl(qwen, three_sizes):
     _, processor = qwen["baseline"]
     batch = ask(processor, [three_sizes[:2], three_sizes[2:]])
     image_id = QWEN_VISION_IDS["<|image_pad|>"]
-    reference = Qwen2_5_VLModel(
-        Qwen2_5_VLConfig(
-            vision_config=dict(
-                depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32
-            ),
-            text_config=dict(
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-                intermediate_size=64,
-                vocab_size=QWEN_VOCAB_ROWS,
-            ),
-            image_token_id=image_id,
-        )
-    )
+    reference = Qwen2_5_VLModel(tiny_qwen2_5_vl_config(image_token_id=image_id))
     token_types = (batch["input_ids"] == image_id).int()
     theirs, _ = reference.get_rope_index(
         batch["input_ids"],
