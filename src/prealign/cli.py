@@ -239,9 +239,17 @@ def chat_command(args: argparse.Namespace) -> int:
 
 def serve_command(args: argparse.Namespace) -> int:
     """Serve a saved model over an OpenAI-compatible HTTP API."""
+    from .serving.limits import RequestLimits
     from .serving.openai_server import serve
 
-    serve(_conversations(args), args.name or Path(args.model).name, args.host, args.port, args.max_new_tokens)
+    limits = RequestLimits(
+        max_body_bytes=args.max_body_mb * 2**20,
+        max_image_pixels=args.max_image_pixels,
+        max_images=args.max_images,
+        max_tokens=args.max_tokens,
+    )
+    name = args.name or Path(args.model).name
+    serve(_conversations(args), name, args.host, args.port, args.max_new_tokens, limits)
     return 0
 
 
@@ -462,6 +470,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--name", default=None, help="the model's name in the API (default: the folder's name)")
+    from .serving.limits import RequestLimits
+
+    limits = RequestLimits()
+    p.add_argument(
+        "--max-body-mb", type=int, default=limits.max_body_bytes // 2**20, help="request body size"
+    )
+    p.add_argument(
+        "--max-image-pixels", type=int, default=limits.max_image_pixels, help="pixels of one image"
+    )
+    p.add_argument("--max-images", type=int, default=limits.max_images, help="images in one request")
+    p.add_argument(
+        "--max-tokens", type=int, default=limits.max_tokens, help="new tokens one request may ask for"
+    )
     p.set_defaults(run=serve_command)
 
     analyze = commands.add_parser("analyze", help="analyses of a saved model").add_subparsers(

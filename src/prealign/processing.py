@@ -379,7 +379,7 @@ class PrealignProcessor(ProcessorMixin):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _check_expanded_counts(self, input_ids: torch.Tensor, per_sample: list[list[int]]) -> None:
-        image_id = self._ids(self.tokenizer)[0]
+        image_id, start_id, end_id = self._ids(self.tokenizer)
         got = (input_ids == image_id).sum(-1).tolist()
         want = [sum(n) for n in per_sample]
         if got != want:
@@ -387,6 +387,13 @@ class PrealignProcessor(ProcessorMixin):
                 f"After tokenization the samples hold {got} {self.image_token} tokens, expected {want}: the "
                 f"tokenizer splits or merges {self.image_token!r}."
             )
+        images = [len(n) for n in per_sample]
+        for marker, marker_id in ((self.image_start_token, start_id), (self.image_end_token, end_id)):
+            if (found := (input_ids == marker_id).sum(-1).tolist()) != images:
+                raise ValueError(
+                    f"the prompts hold {found} {marker} markers for {images} images: the image markers "
+                    "are written by the processor, not typed as text."
+                )
 
     def perceiver_inputs(
         self, image_tokens: Sequence[Sequence[int]], instructions: Sequence[str] | str | None = None

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from ..config import PrealignConfig
 from ..image_span import grid_token_counts, per_image_pixels, select_images, split_per_image
 from .cache_naming import CACHE_NAME, cache_of, resolve_cache
-from .checks import eager_checks
+from .checks import check_context, eager_checks
 from .feature_cache import ImageFeatureCache
 from .parts import load_causal_lm, load_vision_tower, with_merger_width
 from .perceiver import PerceiverLM
@@ -400,6 +400,19 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
         )
+
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """transformers' `generate`, refusing a prompt that with the new tokens asked for (or up to
+        `max_length`) would not fit the target's context (`ContextLengthError`)."""
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if prompt is not None:
+            config = generation_config or self.generation_config
+            new = kwargs.get("max_new_tokens", config.max_new_tokens)
+            prompt_tokens = prompt.shape[-1]
+            if new is None:
+                new = max(0, kwargs.get("max_length", config.max_length) - prompt_tokens)
+            check_context(prompt_tokens, new, self.config.text_config.max_position_embeddings)
+        return super().generate(inputs, generation_config, **kwargs)
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
         cache = resolve_cache(kwargs.pop("cache", None), kwargs.pop("past_key_values", None))

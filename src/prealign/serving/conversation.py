@@ -20,6 +20,7 @@ from transformers import DynamicCache
 
 from ..image_span import per_image_pixels, select_images
 from ..modeling.cache_naming import CACHE_NAME
+from ..modeling.checks import check_context
 from ..modeling.feature_cache import ImageFeatureCache
 
 ROLES = ("system", "user", "assistant")
@@ -128,7 +129,7 @@ class Conversations:
         transformers streamer) receives the reply's tokens as they are generated."""
         flat, images = normalize_messages(messages)
         processor, tokenizer = self.processor, self.processor.tokenizer
-        inputs = processor.apply_chat_template(flat, tokenize=True).to(self.model.device)
+        inputs = self.model_inputs(flat, max_new_tokens)
         ids = inputs["input_ids"][0].tolist()
         image_keys = self._image_keys(inputs, instructions=processor.perceiver_instruction(flat))
         keep, reused_images = self._reusable_prefix(ids, image_keys)
@@ -167,6 +168,24 @@ class Conversations:
             finish_reason="stop" if ended else "length",
             reused_tokens=keep,
         )
+
+    def model_inputs(self, flat: list[dict], max_new_tokens: int):
+        """The model inputs of normalized messages, checked to fit the model's context with
+        `max_new_tokens` more; what cannot be answered as sent is a `ConversationError`."""
+        try:
+            inputs = self.processor.apply_chat_template(flat, tokenize=True)
+            prompt_tokens = inputs["input_ids"].shape[-1]
+            check_context(
+                prompt_tokens, max_new_tokens, self.model.config.text_config.max_position_embeddings
+            )
+        except ValueError as error:  # the processor's and the context check's refusals
+            raise ConversationError(str(error)) from error
+        return inputs.to(self.model.device)
+
+    def check(self, messages: Sequence[dict], max_new_tokens: int) -> None:
+        """Raise the `ConversationError` that `reply` would, without generating (a streamed reply
+        can no longer turn into an error response once it has begun)."""
+        self.model_inputs(normalize_messages(messages)[0], max_new_tokens)
 
     def _image_keys(self, inputs, instructions: str) -> list[str]:
         """One key per image: its pixels, and under early fusion the instruction the perceiver

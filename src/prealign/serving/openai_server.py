@@ -14,6 +14,7 @@ import base64
 import binascii
 import io
 import json
+import logging
 import threading
 import time
 import uuid
@@ -40,14 +41,18 @@ from .conversation import (
     cut_at_stop,
     normalize_messages,
 )
+from .limits import DEFAULT_LIMITS, RequestLimits
+
+LOG = logging.getLogger("prealign.serve")
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind}})
 
 
-def decode_image_url(url: Any, where: str) -> Image.Image:
-    """An image from a `data:image/...;base64,...` URL."""
+def decode_image_url(url: Any, where: str, max_pixels: int = RequestLimits.max_image_pixels) -> Image.Image:
+    """An image from a `data:image/...;base64,...` URL, refused when its header says it has more
+    than `max_pixels` pixels (before they are decoded: a small file can decode to gigabytes)."""
     if not isinstance(url, str) or not url.startswith("data:"):
         raise ConversationError(
             f"{where}: only data URLs (data:image/png;base64,...) are accepted; the server fetches nothing"
@@ -58,18 +63,28 @@ def decode_image_url(url: Any, where: str) -> Image.Image:
     try:
         raw = base64.b64decode(payload, validate=True)
         with Image.open(io.BytesIO(raw)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ConversationError(
+                    f"{where}: the image is {width}x{height} = {width * height} pixels; the server takes at "
+                    f"most {max_pixels} (--max-image-pixels)"
+                )
             return image.convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise ConversationError(f"{where}: the image is too large to decode ({error})") from error
     except (binascii.Error, ValueError) as error:
+        if isinstance(error, ConversationError):
+            raise
         raise ConversationError(f"{where}: the data URL's base64 payload is malformed ({error})") from error
     except (UnidentifiedImageError, OSError) as error:
         raise ConversationError(f"{where}: the data URL does not hold a readable image ({error})") from error
 
 
-def openai_messages(messages: Any) -> list[dict]:
+def openai_messages(messages: Any, limits: RequestLimits = DEFAULT_LIMITS) -> list[dict]:
     """OpenAI chat messages in the `Conversations` format (image parts decoded)."""
     if not isinstance(messages, list):
         raise ConversationError("messages must be a list")
-    converted = []
+    converted, images = [], 0
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise ConversationError(f"messages[{i}] must be an object with role and content")
@@ -79,9 +94,16 @@ def openai_messages(messages: Any) -> list[dict]:
             for j, part in enumerate(content):
                 where = f"messages[{i}].content[{j}]"
                 if isinstance(part, dict) and part.get("type") == "image_url":
+                    images += 1
+                    if images > limits.max_images:
+                        raise ConversationError(
+                            f"{where}: more than {limits.max_images} images in one request (--max-images)"
+                        )
                     url = part.get("image_url")
                     url = url.get("url") if isinstance(url, dict) else url
-                    parts.append({"type": "image", "image": decode_image_url(url, where)})
+                    parts.append(
+                        {"type": "image", "image": decode_image_url(url, where, limits.max_image_pixels)}
+                    )
                 elif isinstance(part, dict) and part.get("type") == "text":
                     parts.append({"type": "text", "text": part.get("text")})
                 else:
@@ -93,7 +115,7 @@ def openai_messages(messages: Any) -> list[dict]:
     return converted
 
 
-def _generation_options(body: dict, default_max_tokens: int) -> dict:
+def _generation_options(body: dict, default_max_tokens: int, limits: RequestLimits = DEFAULT_LIMITS) -> dict:
     if body.get("n", 1) != 1:
         raise ConversationError("n must be 1: one reply per request")
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens
@@ -101,6 +123,10 @@ def _generation_options(body: dict, default_max_tokens: int) -> dict:
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(max_tokens, int) or max_tokens < 1:
         raise ConversationError("max_tokens must be a positive integer")
+    if max_tokens > limits.max_tokens:
+        raise ConversationError(
+            f"max_tokens is {max_tokens}; the server gives at most {limits.max_tokens} (--max-tokens)"
+        )
     if not all(isinstance(s, str) for s in stop):
         raise ConversationError("stop must be a string or a list of strings")
     return {
@@ -112,12 +138,28 @@ def _generation_options(body: dict, default_max_tokens: int) -> dict:
 
 
 def create_app(
-    conversations: Conversations, model_name: str, default_max_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    conversations: Conversations,
+    model_name: str,
+    default_max_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> FastAPI:
     """The FastAPI app serving `conversations`' model as `model_name`; a request without
-    `max_tokens` generates at most `default_max_tokens`."""
+    `max_tokens` generates at most `default_max_tokens`; `limits` bound what one request may ask."""
     app = FastAPI(title="prealign", description="OpenAI-compatible chat completions for a prealign model")
     lock = threading.Lock()  # one model, one request at a time
+
+    @app.middleware("http")
+    async def log_request(request: Request, call_next):
+        """One line per request: method, path, status, latency."""
+        start = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - start
+        LOG.info("%s %s %d %.3fs", request.method, request.url.path, response.status_code, elapsed)
+        return response
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": model_name}
 
     def answer(messages, options, streamer=None):
         with lock:
@@ -129,15 +171,22 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
+        raw = await request.body()
+        if len(raw) > limits.max_body_bytes:
+            return _error(
+                413,
+                f"the request body has {len(raw)} bytes; the server takes at most {limits.max_body_bytes}",
+            )
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return _error(400, "the request body is not JSON")
         if not isinstance(body, dict):
             return _error(400, "the request body must be a JSON object")
         try:
-            messages = openai_messages(body.get("messages"))
-            options = _generation_options(body, default_max_tokens)
+            messages = openai_messages(body.get("messages"), limits)
+            options = _generation_options(body, default_max_tokens, limits)
+            await run_in_threadpool(conversations.check, messages, options["max_new_tokens"])
         except ConversationError as error:
             return _error(400, str(error))
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
@@ -222,8 +271,10 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     default_max_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(conversations, model_name, default_max_tokens), host=host, port=port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvicorn.run(create_app(conversations, model_name, default_max_tokens, limits), host=host, port=port)

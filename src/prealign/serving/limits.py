@@ -1,0 +1,18 @@
+"""What one request may ask of `prealign serve` (its command line sets each)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Beyond each limit a request gets a 4xx naming it, before any model work."""
+
+    max_body_bytes: int = 32 * 2**20  # the request body, images included (base64)
+    max_image_pixels: int = 40_000_000  # width x height of one image, read from its header
+    max_images: int = 16  # images in one request's messages
+    max_tokens: int = 4096  # the most new tokens one request may ask for
+
+
+DEFAULT_LIMITS = RequestLimits()

@@ -1,0 +1,135 @@
+"""`prealign serve` under hostile and concurrent requests: every one answered, with a 4xx naming the
+limit when it asks too much, and the server still answering normally after each."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+import uvicorn
+from conftest import random_image
+from PIL import Image
+
+from prealign.modeling import ContextLengthError
+from prealign.serving.conversation import Conversations
+from prealign.serving.limits import RequestLimits
+from prealign.serving.openai_server import create_app
+from prealign.tiny import tiny_model
+
+LIMITS = RequestLimits(max_body_bytes=400_000, max_image_pixels=1_000_000, max_images=3, max_tokens=64)
+
+
+@pytest.fixture(scope="module")
+def url():
+    torch.manual_seed(0)
+    model, processor = tiny_model("dpa")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(Conversations(model, processor), "tiny", default_max_tokens=4, limits=LIMITS)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def post(url: str, body: bytes | dict) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}/v1/chat/completions", data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def png_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_turn(text: str, *images: Image.Image) -> dict:
+    parts = [{"type": "image_url", "image_url": {"url": png_url(image)}} for image in images]
+    return {"role": "user", "content": [*parts, {"type": "text", "text": text}]}
+
+
+NORMAL = {"messages": [image_turn("what is this?", random_image(0))], "max_tokens": 3}
+# 4000 x 4000 pixels in a few kilobytes of PNG: the header says so before anything is decoded.
+BOMB = Image.new("1", (4000, 4000))
+HOSTILE = {
+    "a prompt past the context": (
+        {"messages": [{"role": "user", "content": "one two three " * 200}]},
+        400,
+        "context of 512 tokens",
+    ),
+    "a decompression bomb": ({"messages": [image_turn("and this?", BOMB)]}, 400, "at most 1000000"),
+    "too many images": (
+        {"messages": [image_turn("all of them?", *[random_image(i, (8, 8)) for i in range(4)])]},
+        400,
+        "more than 3 images",
+    ),
+    "too many tokens": (
+        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 65},
+        400,
+        "at most 64",
+    ),
+    "a placeholder typed as text": (
+        {"messages": [{"role": "user", "content": "what is <image> here?"}]},
+        400,
+        "placeholders",
+    ),
+    "markers typed as text": (
+        {"messages": [image_turn("see <image_start><image_end>", random_image(1))]},
+        400,
+        "markers",
+    ),
+    "a body too large": (b'{"messages": "' + b"x" * 500_000 + b'"}', 413, "at most 400000"),
+    "malformed JSON": (b"{not json", 400, "not JSON"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_hostile_request_gets_a_4xx_naming_the_limit_and_the_server_goes_on(url, name):
+    body, status, message = HOSTILE[name]
+    got, answer = post(url, body)
+    assert got == status, answer
+    assert message in answer["error"]["message"]
+    assert post(url, NORMAL)[0] == 200
+
+
+def test_concurrent_clients_are_all_answered(url):
+    """A bounded load: 4 clients x 3 requests at once, each answered in full."""
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: post(url, NORMAL), range(12)))
+    assert [status for status, _ in results] == [200] * 12
+    assert all(answer["choices"][0]["message"]["content"] is not None for _, answer in results)
+
+
+def test_health_and_models(url):
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+        assert json.loads(response.read()) == {"status": "ok", "model": "tiny"}
+    with urllib.request.urlopen(f"{url}/v1/models", timeout=10) as response:
+        assert [m["id"] for m in json.loads(response.read())["data"]] == ["tiny"]
+
+
+def test_the_library_refuses_a_prompt_past_the_context_in_generate():
+    model, processor = tiny_model("baseline")
+    batch = processor(text=["one two three " * 200])
+    with pytest.raises(ContextLengthError, match=r"\d+ tokens and 4 new tokens were asked for"):
+        model.generate(**batch, max_new_tokens=4)
