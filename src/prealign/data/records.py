@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ..images import to_rgb
+
 
 class DataError(ValueError):
     """Bad input, located: which file, which record, which field."""
@@ -172,7 +174,9 @@ def resolve_image_path(
 def load_image(
     root: Path, relative: str, file: Path, record: str, allow_outside_root: bool = False
 ) -> Image.Image:
-    return _open_image(root, relative, file, record, allow_outside_root, lambda img: img.convert("RGB"))
+    return _open_image(
+        root, relative, file, record, allow_outside_root, lambda img: to_rgb(img, str(img.filename))
+    )
 
 
 def image_size(
@@ -189,5 +193,5 @@ def _open_image(root: Path, relative: str, file: Path, record: str, allow_outsid
     try:
         with Image.open(path) as img:
             return read(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:  # ValueError: to_rgb's
         raise DataError("corrupt_image", file, record, "image", f"cannot decode {path}: {err}") from err

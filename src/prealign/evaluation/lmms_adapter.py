@@ -19,6 +19,7 @@ from lmms_eval.protocol import ChatMessages
 from PIL import Image
 from tqdm import tqdm
 
+from ..images import to_rgb
 from ..serving.conversation import Conversations
 from .answering import continuation_loglikelihoods, generate_answers
 
@@ -61,7 +62,7 @@ class PrealignLmms(lmms):
         if any(not isinstance(v, Image.Image) for v in flat):
             kinds = sorted({type(v).__name__ for v in flat})
             raise ValueError(f"{task}: prealign models read images only, got {kinds}")
-        return [v.convert("RGB") for v in flat]
+        return [to_rgb(v, f"{task} document {doc_id}") for v in flat]
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers = []

@@ -15,6 +15,7 @@ from functools import partial
 from PIL import Image
 
 from ..image_span import IMAGE_PLACEHOLDER
+from ..images import to_rgb
 from .answering import generate_answers
 
 MODEL_NAME = "prealign"
@@ -37,7 +38,8 @@ def interleaved_question(message: Sequence[dict]) -> tuple[str, list[Image.Image
     parts, images = [], []
     for item in message:
         if item["type"] == "image":
-            images.append(Image.open(item["value"]).convert("RGB"))
+            with Image.open(item["value"]) as image:
+                images.append(to_rgb(image, item["value"]))
             parts.append(f"{IMAGE_PLACEHOLDER}\n")
         elif item["type"] == "text":
             parts.append(item["value"])

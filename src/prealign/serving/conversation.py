@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from transformers import DynamicCache
 
 from ..image_span import per_image_pixels, select_images
+from ..images import to_rgb
 from ..modeling.cache_naming import CACHE_NAME
 from ..modeling.checks import check_context
 from ..modeling.feature_cache import ImageFeatureCache
@@ -44,15 +45,17 @@ class Reply:
 
 def load_image(source: str | Path | Image.Image, where: str) -> Image.Image:
     """An RGB image from a path or an image; `where` names it in the error."""
-    if isinstance(source, Image.Image):
-        return source.convert("RGB")
     try:
+        if isinstance(source, Image.Image):
+            return to_rgb(source, where)
         with Image.open(source) as image:
-            return image.convert("RGB")
+            return to_rgb(image, f"{where} ({source})")
     except FileNotFoundError as error:
         raise ConversationError(f"{where}: no such image file {str(source)!r}") from error
     except (UnidentifiedImageError, OSError) as error:
         raise ConversationError(f"{where}: cannot read {str(source)!r} as an image ({error})") from error
+    except ValueError as error:  # to_rgb: a mode with no RGB reading
+        raise ConversationError(str(error)) from error
 
 
 def normalize_messages(messages: Sequence[dict]) -> tuple[list[dict], list[Image.Image]]:

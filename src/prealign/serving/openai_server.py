@@ -34,6 +34,7 @@ except ModuleNotFoundError as missing:
         "pip install 'prealign[serve]'"
     ) from missing
 
+from ..images import to_rgb
 from .conversation import (
     DEFAULT_MAX_NEW_TOKENS,
     ConversationError,
@@ -62,6 +63,9 @@ def decode_image_url(url: Any, where: str, max_pixels: int = RequestLimits.max_i
         raise ConversationError(f"{where}: the data URL is not base64-encoded (data:<type>;base64,<data>)")
     try:
         raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ConversationError(f"{where}: the data URL's base64 payload is malformed ({error})") from error
+    try:
         with Image.open(io.BytesIO(raw)) as image:
             width, height = image.size
             if width * height > max_pixels:
@@ -69,15 +73,15 @@ def decode_image_url(url: Any, where: str, max_pixels: int = RequestLimits.max_i
                     f"{where}: the image is {width}x{height} = {width * height} pixels; the server takes at "
                     f"most {max_pixels} (--max-image-pixels)"
                 )
-            return image.convert("RGB")
+            return to_rgb(image, where)
     except Image.DecompressionBombError as error:
         raise ConversationError(f"{where}: the image is too large to decode ({error})") from error
-    except (binascii.Error, ValueError) as error:
-        if isinstance(error, ConversationError):
-            raise
-        raise ConversationError(f"{where}: the data URL's base64 payload is malformed ({error})") from error
     except (UnidentifiedImageError, OSError) as error:
         raise ConversationError(f"{where}: the data URL does not hold a readable image ({error})") from error
+    except ConversationError:
+        raise
+    except ValueError as error:  # to_rgb: a mode with no RGB reading
+        raise ConversationError(str(error)) from error
 
 
 def openai_messages(messages: Any, limits: RequestLimits = DEFAULT_LIMITS) -> list[dict]:
