@@ -28,14 +28,11 @@ from prealign.tiny import tiny_model
 LIMITS = RequestLimits(max_body_bytes=400_000, max_image_pixels=1_000_000, max_images=3, max_tokens=64)
 
 
-@pytest.fixture(scope="module")
-def url():
-    torch.manual_seed(0)
-    model, processor = tiny_model("dpa")
+def start(app):
+    """Serve `app` on a free loopback port until the generator is closed; yields its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(Conversations(model, processor), "tiny", default_max_tokens=4, limits=LIMITS)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -43,9 +40,18 @@ def url():
     while not server.started:
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def url():
+    torch.manual_seed(0)
+    model, processor = tiny_model("dpa")
+    yield from start(create_app(Conversations(model, processor), "tiny", default_max_tokens=4, limits=LIMITS))
 
 
 def post(url: str, body: bytes | dict) -> tuple[int, dict]:
@@ -133,3 +139,28 @@ def test_the_library_refuses_a_prompt_past_the_context_in_generate():
     batch = processor(text=["one two three " * 200])
     with pytest.raises(ContextLengthError, match=r"\d+ tokens and 4 new tokens were asked for"):
         model.generate(**batch, max_new_tokens=4)
+
+
+def test_a_full_queue_answers_503_and_a_request_that_waits_too_long_gives_up(monkeypatch):
+    """One request holds the model (its reply waits on an event): with one admission the next is
+    turned away at once; with two, the next waits for the model until its time is up."""
+    model, processor = tiny_model("dpa")
+    conversations = Conversations(model, processor)
+    release, reply = threading.Event(), conversations.reply
+    monkeypatch.setattr(conversations, "reply", lambda *a, **k: (release.wait(30), reply(*a, **k))[1])
+    for max_queue, message in (
+        (1, "the server is full (1 requests admitted)"),
+        (2, "did not become free within"),
+    ):
+        release.clear()
+        limits = RequestLimits(max_queue=max_queue, timeout_s=1.0)
+        server = start(create_app(conversations, "tiny", default_max_tokens=2, limits=limits))
+        url = next(server)
+        with ThreadPoolExecutor(1) as pool:
+            holder = pool.submit(post, url, NORMAL)
+            time.sleep(0.5)  # the first request now holds the model
+            got, answer = post(url, NORMAL)
+            release.set()
+            assert holder.result()[0] == 200
+        assert got == 503 and message in answer["error"]["message"], answer
+        server.close()

@@ -247,6 +247,8 @@ def serve_command(args: argparse.Namespace) -> int:
         max_image_pixels=args.max_image_pixels,
         max_images=args.max_images,
         max_tokens=args.max_tokens,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout,
     )
     name = args.name or Path(args.model).name
     serve(_conversations(args), name, args.host, args.port, args.max_new_tokens, limits)
@@ -482,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=limits.max_images, help="images in one request")
     p.add_argument(
         "--max-tokens", type=int, default=limits.max_tokens, help="new tokens one request may ask for"
+    )
+    p.add_argument(
+        "--max-queue", type=int, default=limits.max_queue, help="requests admitted at once (then 503)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=limits.timeout_s, help="seconds a request may wait and generate"
     )
     p.set_defaults(run=serve_command)
 

@@ -126,10 +126,12 @@ class Conversations:
         top_p: float = 1.0,
         stop: Sequence[str] = (),
         streamer=None,
+        max_time: float | None = None,
     ) -> Reply:
         """The assistant's next turn. `temperature` 0 decodes greedily; generation ends at the end
-        of the turn or at a `stop` string (which the reply then leaves out); `streamer` (a
-        transformers streamer) receives the reply's tokens as they are generated."""
+        of the turn, at a `stop` string (which the reply then leaves out) or after `max_time`
+        seconds (finish reason "length"); `streamer` (a transformers streamer) receives the
+        reply's tokens as they are generated."""
         flat, images = normalize_messages(messages)
         processor, tokenizer = self.processor, self.processor.tokenizer
         inputs = self.model_inputs(flat, max_new_tokens)
@@ -155,6 +157,7 @@ class Conversations:
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=pad,
             streamer=streamer,
+            max_time=max_time,
             **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}),
             **sampling,
         )

@@ -13,6 +13,8 @@ class RequestLimits:
     max_image_pixels: int = 40_000_000  # width x height of one image, read from its header
     max_images: int = 16  # images in one request's messages
     max_tokens: int = 4096  # the most new tokens one request may ask for
+    max_queue: int = 32  # requests admitted at once (waiting or answered); beyond, a 503
+    timeout_s: float = 300.0  # a request's whole time: waiting for the model, then generating
 
 
 DEFAULT_LIMITS = RequestLimits()

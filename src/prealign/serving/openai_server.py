@@ -151,6 +151,18 @@ def create_app(
     `max_tokens` generates at most `default_max_tokens`; `limits` bound what one request may ask."""
     app = FastAPI(title="prealign", description="OpenAI-compatible chat completions for a prealign model")
     lock = threading.Lock()  # one model, one request at a time
+    admitted = threading.BoundedSemaphore(limits.max_queue)  # waiting or being answered
+
+    def answer(messages, options, streamer=None, deadline: float | None = None):
+        """The reply, once the model is free; generation stops at the request's deadline."""
+        deadline = deadline or time.monotonic() + limits.timeout_s
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise ServerBusy(f"the model did not become free within the request's {limits.timeout_s:g} s")
+        try:
+            remaining = max(0.01, deadline - time.monotonic())
+            return conversations.reply(messages, streamer=streamer, max_time=remaining, **options)
+        finally:
+            lock.release()
 
     @app.middleware("http")
     async def log_request(request: Request, call_next):
@@ -164,10 +176,6 @@ def create_app(
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "model": model_name}
-
-    def answer(messages, options, streamer=None):
-        with lock:
-            return conversations.reply(messages, streamer=streamer, **options)
 
     @app.get("/v1/models")
     def models() -> dict:
@@ -194,13 +202,32 @@ def create_app(
         except ConversationError as error:
             return _error(400, str(error))
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
+        if not admitted.acquire(blocking=False):
+            return JSONResponse(
+                status_code=503,
+                headers={"Retry-After": "1"},
+                content={
+                    "error": {
+                        "message": f"the server is full ({limits.max_queue} requests admitted); retry later",
+                        "type": "overloaded",
+                    }
+                },
+            )
         if body.get("stream"):
             chunks = _stream(answer, messages, options, conversations, completion_id, created, model_name)
-            return StreamingResponse(chunks, media_type="text/event-stream")
+            return StreamingResponse(_releasing(chunks, admitted), media_type="text/event-stream")
         try:
             reply = await run_in_threadpool(answer, messages, options)
         except ConversationError as error:
             raise HTTPException(400, str(error)) from error
+        except ServerBusy as error:
+            return JSONResponse(
+                status_code=503,
+                headers={"Retry-After": "1"},
+                content={"error": {"message": str(error), "type": "overloaded"}},
+            )
+        finally:
+            admitted.release()
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -221,6 +248,18 @@ def create_app(
         }
 
     return app
+
+
+class ServerBusy(RuntimeError):
+    """The model did not become free within a request's time."""
+
+
+def _releasing(chunks: Iterator[str], admitted: threading.BoundedSemaphore) -> Iterator[str]:
+    """A streamed response that gives its admission back when it ends (or the client leaves)."""
+    try:
+        yield from chunks
+    finally:
+        admitted.release()
 
 
 def _stream(answer, messages, options, conversations, completion_id, created, model_name) -> Iterator[str]:
