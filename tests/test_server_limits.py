@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -15,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-import uvicorn
 from conftest import random_image
 from PIL import Image
+from server_fixtures import serve_on_loopback
 
 from prealign.modeling import ContextLengthError
 from prealign.serving.conversation import Conversations
@@ -28,30 +27,13 @@ from prealign.tiny import tiny_model
 LIMITS = RequestLimits(max_body_bytes=400_000, max_image_pixels=1_000_000, max_images=3, max_tokens=64)
 
 
-def start(app):
-    """Serve `app` on a free loopback port until the generator is closed; yields its URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def url():
     torch.manual_seed(0)
     model, processor = tiny_model("dpa")
-    yield from start(create_app(Conversations(model, processor), "tiny", default_max_tokens=4, limits=LIMITS))
+    yield from serve_on_loopback(
+        create_app(Conversations(model, processor), "tiny", default_max_tokens=4, limits=LIMITS)
+    )
 
 
 def post(url: str, body: bytes | dict) -> tuple[int, dict]:
@@ -154,7 +136,7 @@ def test_a_full_queue_answers_503_and_a_request_that_waits_too_long_gives_up(mon
     ):
         release.clear()
         limits = RequestLimits(max_queue=max_queue, timeout_s=1.0)
-        server = start(create_app(conversations, "tiny", default_max_tokens=2, limits=limits))
+        server = serve_on_loopback(create_app(conversations, "tiny", default_max_tokens=2, limits=limits))
         url = next(server)
         with ThreadPoolExecutor(1) as pool:
             holder = pool.submit(post, url, NORMAL)

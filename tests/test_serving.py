@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
-import threading
-import time
 
 import openai
 import pytest
 import torch
-import uvicorn
 from conftest import random_image
+from server_fixtures import serve_on_loopback
 
 from prealign.cli import main
 from prealign.serving.conversation import ConversationError, Conversations, normalize_messages
@@ -125,21 +122,9 @@ def server():
     """`prealign serve`'s app on a free loopback port, with the model it serves."""
     torch.manual_seed(0)
     model, processor = tiny_model("dpa")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     app = create_app(Conversations(model, processor), "tiny-dpa", default_max_tokens=NEW_TOKENS)
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-    yield client, model, processor
-    instance.should_exit = True
-    thread.join(timeout=10)
+    for url in serve_on_loopback(app):
+        yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0), model, processor
 
 
 def test_the_openai_client_holds_a_two_turn_conversation_with_an_image(server):
