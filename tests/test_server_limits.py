@@ -16,12 +16,11 @@ import pytest
 import torch
 from conftest import random_image
 from PIL import Image
-from server_fixtures import serve_on_loopback
 
 from prealign.modeling import ContextLengthError
 from prealign.serving.conversation import Conversations
 from prealign.serving.limits import RequestLimits
-from prealign.serving.openai_server import create_app
+from prealign.serving.openai_server import create_app, running
 from prealign.tiny import tiny_model
 
 LIMITS = RequestLimits(max_body_bytes=400_000, max_image_pixels=1_000_000, max_images=3, max_tokens=64)
@@ -31,9 +30,10 @@ LIMITS = RequestLimits(max_body_bytes=400_000, max_image_pixels=1_000_000, max_i
 def url():
     torch.manual_seed(0)
     model, processor = tiny_model("dpa")
-    yield from serve_on_loopback(
+    with running(
         create_app(Conversations(model, processor), "tiny", default_max_tokens=4, limits=LIMITS)
-    )
+    ) as url:
+        yield url
 
 
 def post(url: str, body: bytes | dict) -> tuple[int, dict]:
@@ -123,26 +123,81 @@ def test_the_library_refuses_a_prompt_past_the_context_in_generate():
         model.generate(**batch, max_new_tokens=4)
 
 
-def test_a_full_queue_answers_503_and_a_request_that_waits_too_long_gives_up(monkeypatch):
-    """One request holds the model (its reply waits on an event): with one admission the next is
-    turned away at once; with two, the next waits for the model until its time is up."""
+def test_a_full_queue_answers_503_and_a_request_not_answered_in_time_gives_up(monkeypatch):
+    """One request holds the model (its reply waits on an event). With one admission the next is
+    turned away at once and the first answered; with two, the next waits, and when their time is up
+    both give up with a 503 - and the server answers again once the model is free."""
     model, processor = tiny_model("dpa")
     conversations = Conversations(model, processor)
-    release, reply = threading.Event(), conversations.reply
-    monkeypatch.setattr(conversations, "reply", lambda *a, **k: (release.wait(30), reply(*a, **k))[1])
-    for max_queue, message in (
-        (1, "the server is full (1 requests admitted)"),
-        (2, "did not become free within"),
+    release = threading.Event()
+    for name in ("reply", "reply_batch"):
+        answer = getattr(conversations, name)
+        monkeypatch.setattr(
+            conversations, name, lambda *a, _answer=answer, **k: (release.wait(30), _answer(*a, **k))[1]
+        )
+    for max_queue, holder_status, message in (
+        (1, 200, "the server is full"),
+        (2, 503, "was not answered within"),
     ):
         release.clear()
         limits = RequestLimits(max_queue=max_queue, timeout_s=1.0)
-        server = serve_on_loopback(create_app(conversations, "tiny", default_max_tokens=2, limits=limits))
-        url = next(server)
-        with ThreadPoolExecutor(1) as pool:
+        app = create_app(conversations, "tiny", default_max_tokens=2, limits=limits)
+        with running(app) as url, ThreadPoolExecutor(1) as pool:
             holder = pool.submit(post, url, NORMAL)
-            time.sleep(0.5)  # the first request now holds the model
+            time.sleep(0.3)  # the first request now holds the model
             got, answer = post(url, NORMAL)
+            assert got == 503 and message in answer["error"]["message"], answer
+            if max_queue == 2:
+                assert holder.result()[0] == holder_status
             release.set()
-            assert holder.result()[0] == 200
-        assert got == 503 and message in answer["error"]["message"], answer
-        server.close()
+            assert holder.result()[0] == holder_status
+            assert post(url, NORMAL)[0] == 200
+
+
+def test_a_batch_of_replies_equals_each_reply_from_scratch(images):
+    model, processor = tiny_model("dpa")
+    conversations = [
+        [{"role": "user", "content": "how many shapes are there?"}],
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": images[0]}, {"type": "text", "text": "colour?"}],
+            }
+        ],
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": images[1]}, {"type": "text", "text": "and?"}],
+            },
+            {"role": "assistant", "content": "a circle"},
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": images[2]}, {"type": "text", "text": "now?"}],
+            },
+        ],
+    ]
+    limits = [3, 8, 5]
+    batched = Conversations(model, processor, 0).reply_batch(conversations, limits)
+    alone = [
+        Conversations(model, processor, 0).reply(c, max_new_tokens=n)
+        for c, n in zip(conversations, limits, strict=True)
+    ]
+    assert batched == alone
+
+
+def test_requests_that_arrive_together_share_a_generate_call(monkeypatch):
+    model, processor = tiny_model("dpa")
+    conversations = Conversations(model, processor)
+    batch_sizes = []
+    reply_batch = conversations.reply_batch
+    monkeypatch.setattr(
+        conversations, "reply_batch", lambda c, n: (batch_sizes.append(len(c)), reply_batch(c, n))[1]
+    )
+    with (
+        running(create_app(conversations, "tiny", default_max_tokens=4)) as url,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        results = list(pool.map(lambda _: post(url, NORMAL), range(16)))
+    assert [status for status, _ in results] == [200] * 16
+    assert sum(batch_sizes) == 16 and max(batch_sizes) > 1, batch_sizes
+    assert len({answer["choices"][0]["message"]["content"] for _, answer in results}) == 1  # same request

@@ -10,11 +10,10 @@ import openai
 import pytest
 import torch
 from conftest import random_image
-from server_fixtures import serve_on_loopback
 
 from prealign.cli import main
 from prealign.serving.conversation import ConversationError, Conversations, normalize_messages
-from prealign.serving.openai_server import create_app
+from prealign.serving.openai_server import create_app, running
 from prealign.tiny import tiny_model
 
 NEW_TOKENS = 6
@@ -123,7 +122,7 @@ def server():
     torch.manual_seed(0)
     model, processor = tiny_model("dpa")
     app = create_app(Conversations(model, processor), "tiny-dpa", default_max_tokens=NEW_TOKENS)
-    for url in serve_on_loopback(app):
+    with running(app) as url:
         yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0), model, processor
 
 

@@ -249,6 +249,7 @@ def serve_command(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         max_queue=args.max_queue,
         timeout_s=args.timeout,
+        max_batch=args.max_batch,
     )
     name = args.name or Path(args.model).name
     serve(_conversations(args), name, args.host, args.port, args.max_new_tokens, limits)
@@ -490,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout", type=float, default=limits.timeout_s, help="seconds a request may wait and generate"
+    )
+    p.add_argument(
+        "--max-batch", type=int, default=limits.max_batch, help="greedy requests answered together"
     )
     p.set_defaults(run=serve_command)
 

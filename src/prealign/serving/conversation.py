@@ -175,6 +175,60 @@ class Conversations:
             reused_tokens=keep,
         )
 
+    @torch.no_grad()
+    def reply_batch(
+        self, conversations: Sequence[Sequence[dict]], max_new_tokens: Sequence[int]
+    ) -> list[Reply]:
+        """Greedy replies to several conversations in one left-padded `generate` call, each what
+        `reply` gives it from scratch (the cached prefix is neither used nor changed). Each reply
+        ends at its first end of turn or at its own `max_new_tokens`."""
+        processor, tokenizer = self.processor, self.processor.tokenizer
+        flats = [normalize_messages(messages)[0] for messages in conversations]
+        images = [
+            [
+                part["image"]
+                for m in flat
+                if not isinstance(m["content"], str)
+                for part in m["content"]
+                if part["type"] == "image"
+            ]
+            for flat in flats
+        ]
+        try:
+            inputs = processor(
+                text=[processor.apply_chat_template(flat) for flat in flats],
+                images=images if any(images) else None,
+                instructions=[processor.perceiver_instruction(flat) for flat in flats],
+            )
+            longest = max(max_new_tokens)
+            check_context(
+                inputs["input_ids"].shape[-1], longest, self.model.config.text_config.max_position_embeddings
+            )
+        except ValueError as error:
+            raise ConversationError(str(error)) from error
+        inputs = inputs.to(self.model.device)
+        eos = tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        out = self.model.generate(
+            **inputs, max_new_tokens=longest, do_sample=False, eos_token_id=eos, pad_token_id=pad
+        )
+        prompt_length = inputs["input_ids"].shape[1]
+        replies = []
+        for row, limit in enumerate(max_new_tokens):
+            new = out[row, prompt_length:].tolist()[:limit]
+            if eos in new:
+                new = new[: new.index(eos) + 1]
+            replies.append(
+                Reply(
+                    text=processor.answer_text(tokenizer.decode(new, skip_special_tokens=True)),
+                    prompt_tokens=int(inputs["attention_mask"][row].sum()),
+                    completion_tokens=len(new),
+                    finish_reason="stop" if new and new[-1] == eos else "length",
+                    reused_tokens=0,
+                )
+            )
+        return replies
+
     def model_inputs(self, flat: list[dict], max_new_tokens: int):
         """The model inputs of normalized messages, checked to fit the model's context with
         `max_new_tokens` more; what cannot be answered as sent is a `ConversationError`."""

@@ -1,4 +1,5 @@
-"""What one request may ask of `prealign serve` (its command line sets each)."""
+"""What one request may ask of `prealign serve`, and how many it answers together (its command
+line sets each)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class RequestLimits:
     max_tokens: int = 4096  # the most new tokens one request may ask for
     max_queue: int = 32  # requests admitted at once (waiting or answered); beyond, a 503
     timeout_s: float = 300.0  # a request's whole time: waiting for the model, then generating
+    max_batch: int = 8  # greedy requests waiting together, answered in one batch (1: one at a time)
 
 
 DEFAULT_LIMITS = RequestLimits()

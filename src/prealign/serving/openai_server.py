@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import json
 import logging
@@ -19,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -35,6 +37,7 @@ except ModuleNotFoundError as missing:
     ) from missing
 
 from ..images import to_rgb
+from .batching import Batcher, Job
 from .conversation import (
     DEFAULT_MAX_NEW_TOKENS,
     ConversationError,
@@ -150,19 +153,18 @@ def create_app(
     """The FastAPI app serving `conversations`' model as `model_name`; a request without
     `max_tokens` generates at most `default_max_tokens`; `limits` bound what one request may ask."""
     app = FastAPI(title="prealign", description="OpenAI-compatible chat completions for a prealign model")
-    lock = threading.Lock()  # one model, one request at a time
+    batcher = Batcher(conversations, limits.max_batch)
     admitted = threading.BoundedSemaphore(limits.max_queue)  # waiting or being answered
 
-    def answer(messages, options, streamer=None, deadline: float | None = None):
-        """The reply, once the model is free; generation stops at the request's deadline."""
-        deadline = deadline or time.monotonic() + limits.timeout_s
-        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise ServerBusy(f"the model did not become free within the request's {limits.timeout_s:g} s")
+    def answer(messages, options, streamer=None):
+        """The reply, by the batcher; a request still unanswered at its time gives up."""
+        job = Job(messages, options, time.monotonic() + limits.timeout_s, streamer)
+        future = batcher.submit(job)
         try:
-            remaining = max(0.01, deadline - time.monotonic())
-            return conversations.reply(messages, streamer=streamer, max_time=remaining, **options)
-        finally:
-            lock.release()
+            return future.result(timeout=limits.timeout_s)
+        except FutureTimeout as error:
+            future.cancel()
+            raise ServerBusy(f"the request was not answered within its {limits.timeout_s:g} s") from error
 
     @app.middleware("http")
     async def log_request(request: Request, call_next):
@@ -321,3 +323,29 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     uvicorn.run(create_app(conversations, model_name, default_max_tokens, limits), host=host, port=port)
+
+
+@contextlib.contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+    """`app` served on a free port of `host` in a background thread while the block runs; gives
+    its base URL (tests, benchmarks, notebooks)."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the server did not start on {host}:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
