@@ -47,10 +47,11 @@ lock: test-latest  ## refresh requirements/lock.txt from the newest set, once th
 	{ sed -n '1,2p' requirements/lock.txt; .venv-latest/bin/python -m pip freeze --exclude-editable; } \
 		> requirements/lock.new && mv requirements/lock.new requirements/lock.txt
 
-bench: $(STAMP)  ## speed side by side: LM pre-training padded vs packed; baseline vs DPA vs Llava; paper-scale ratios
+bench: $(STAMP)  ## speed side by side: LM pre-training padded vs packed; baseline vs DPA vs Llava; serving batched vs not; paper-scale ratios
 	$(PY) benchmarks/nano_lm_padding.py --size perceiver
 	$(PY) benchmarks/nano_lm_padding.py --size target
 	$(VENV)/bin/prealign bench --preset nano --json runs/bench/nano.json
+	$(PY) benchmarks/serving.py
 	$(VENV)/bin/prealign analyze scale
 
 lint: $(STAMP)
