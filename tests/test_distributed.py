@@ -73,7 +73,9 @@ def test_torchrun_ddp_training_keeps_both_ranks_identical(tmp_path):
 def test_fsdp_where_the_trainer_would_not_shard_is_an_error_not_a_silent_ddp_run(tmp_path):
     data = write_llava_set(tmp_path / "data")
     checkpoint = save_tiny(tmp_path / "ckpt")
-    config = stage_config(tmp_path, data, checkpoint, output_dir=str(tmp_path / "run"), max_steps=2)
+    config = stage_config(
+        tmp_path, data, checkpoint, output_dir=str(tmp_path / "run"), max_steps=2, per_device_batch_size=1
+    )
     (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump({**config, "fsdp": True}))
     result = torchrun("-m", "prealign.cli", "train", str(tmp_path / "fsdp.yaml"))  # as the README runs it
     assert result.returncode != 0

@@ -549,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument(
         "--attn-implementation",
-        choices=["eager", "sdpa", "flash_attention_2"],
+        choices=["eager", "sdpa", "flash_attention_2", "flex_attention"],
         help="attention for every part of every model (default: each keeps its own)",
     )
     p.add_argument("--json", help="also write the results to this JSON file")

@@ -156,6 +156,18 @@ def expand_images(
     return out_ids, out_labels
 
 
+def check_markers(ids: list[int], processor: PrealignProcessor, images: int) -> None:
+    """One `<image_start>` and one `<image_end>` per image: a marker typed in the text would
+    otherwise read as part of a span."""
+    span = processor.image_span(processor.tokenizer)
+    for marker, marker_id in (
+        (processor.image_start_token, span.start),
+        (processor.image_end_token, span.end),
+    ):
+        if (found := ids.count(marker_id)) != images:
+            raise ValueError(f"{found} {marker} markers for {images} images: image markers typed as text")
+
+
 def truncate(ids: list[int], labels: list[int], max_length: int, image_end_id: int):
     """Cut to `max_length` unless that would split or drop an image span (then the record is skipped).
 

@@ -18,6 +18,7 @@ from .conversation import (
     EncodedSample,
     PromptFormat,
     RecordSkipped,
+    check_markers,
     encode_chat,
     encode_plain,
     expand_images,
@@ -169,7 +170,11 @@ class LlavaDataset(Dataset):
                 ids, labels = encode_chat(messages, processor)
             except ValueError as err:
                 raise DataError("template_mismatch", file, name, "conversations", str(err)) from err
-        ids, labels = expand_images(ids, labels, processor, image_tokens)
+        try:
+            ids, labels = expand_images(ids, labels, processor, image_tokens)
+            check_markers(ids, processor, len(image_tokens))
+        except ValueError as err:  # image tokens typed in the text
+            raise DataError("placeholder_mismatch", file, name, "conversations", str(err)) from err
         trimmed = False
         if self.max_length is not None:
             end_id = processor.image_span(processor.tokenizer).end

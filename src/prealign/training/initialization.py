@@ -32,9 +32,14 @@ def dpa_from_perceiver_vlm(
     if perceiver_vlm.config.is_dpa:
         raise ValueError("perceiver_vlm must be a baseline-class small VLM (ViT -> projector -> small LM).")
     # The perceiver reads images as the small VLM learnt to: its projector, and its LM's positions.
-    inherited = {"projector_type": perceiver_vlm.config.projector_type}
+    vlm = perceiver_vlm.config
+    inherited = {
+        "projector_type": vlm.projector_type,
+        "vision_feature_layer": vlm.vision_feature_layer,
+        "vision_feature_select_strategy": vlm.vision_feature_select_strategy,
+    }
     if config_kwargs.get("perceiver_blocks", "lm") == "lm":
-        inherited["perceiver_mrope_section"] = perceiver_vlm.config.text_mrope_section
+        inherited["perceiver_mrope_section"] = vlm.text_mrope_section
     config_kwargs = {**inherited, **config_kwargs}
     model = PrealignForConditionalGeneration.from_parts(
         vision_model=perceiver_vlm.model.vision_tower,

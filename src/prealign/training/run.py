@@ -193,7 +193,14 @@ def lora_target_modules(model, parts: list[str], names: list[str]) -> list[str]:
 def training_arguments(settings: TrainSettings, recipe, wrap_classes: list[str] = ()) -> TrainingArguments:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = settings.global_batch_size or recipe.global_batch_size
-    accumulation = max(1, global_batch // (settings.per_device_batch_size * world))
+    per_step = settings.per_device_batch_size * world
+    if global_batch % per_step:
+        raise ValueError(
+            f"global_batch_size {global_batch} is not a multiple of per_device_batch_size x processes "
+            f"({settings.per_device_batch_size} x {world} = {per_step}): gradient accumulation would train "
+            "another batch size."
+        )
+    accumulation = max(1, global_batch // per_step)
     lr = settings.learning_rate or (LORA_LEARNING_RATE if settings.lora.enabled else recipe.learning_rate)
     bf16 = settings.bf16
     if bf16 is None:
@@ -249,7 +256,10 @@ def _warmup(settings: TrainSettings, recipe) -> float | int:
         if settings.warmup_ratio is not None:
             raise ValueError("Give warmup_steps or warmup_ratio, not both.")
         return settings.warmup_steps
-    return settings.warmup_ratio if settings.warmup_ratio is not None else recipe.warmup_ratio
+    ratio = settings.warmup_ratio if settings.warmup_ratio is not None else recipe.warmup_ratio
+    if not 0 <= ratio < 1:  # transformers reads a value of 1 or more as a number of steps
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {ratio}; give warmup_steps for a step count.")
+    return ratio
 
 
 def build_trainer(settings: TrainSettings, model=None, processor=None) -> PrealignTrainer:

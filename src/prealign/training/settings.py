@@ -45,7 +45,7 @@ class ModelSettings:
     # Settings of the vision checkpoint's image processor (AutoImageProcessor.from_pretrained
     # arguments), e.g. {max_pixels: 262144}: a native-resolution tower's pixel budget per image.
     image_processor: dict[str, Any] = field(default_factory=dict)
-    dtype: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
     attn_implementation: str | None = None
 
 
