@@ -1,11 +1,13 @@
 """`prealign serve` under concurrent clients: requests batched together vs answered one at a time.
 
-The same server (tiny random DPA model, CPU), the same requests - one image and a question, 16 new
+The same server (tiny random DPA model, CPU, its end token suppressed), the same requests - one image and a question, 16 new
 tokens, greedy - from 1, 4 and 16 clients at once, each sending `--requests` one after another;
 `--max-batch 16` against `--max-batch 1`, side by side in one run. Prints requests per second and
-the median and 95th-percentile latency.
+the median and 95th-percentile latency. Then turns: one client asks for a long reply (`--long`
+tokens) while 4 others send their short requests, replies taking turns of 16 tokens against each
+running to its end (`--slice-tokens 0`); prints the short requests' latencies and the long one's.
 
-    python benchmarks/serving.py [--requests 4] [--tokens 16]
+    python benchmarks/serving.py [--requests 4] [--tokens 16] [--long 400]
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from prealign.serving.openai_server import create_app, running
 from prealign.tiny import tiny_model
 
 
-def request_body(tokens: int) -> bytes:
+def request_body(tokens: int, image: bool = True) -> bytes:
     pixels = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "what is this?"}]
+    content = [{"type": "image_url", "image_url": {"url": url}}] if image else []
+    content.append({"type": "text", "text": "what is this?"})
     return json.dumps({"messages": [{"role": "user", "content": content}], "max_tokens": tokens}).encode()
 
 
@@ -63,14 +66,28 @@ def load(url: str, body: bytes, clients: int, requests: int) -> dict[str, float]
     }
 
 
+def with_long_request(url: str, body: bytes, long_body: bytes, clients: int, requests: int) -> dict:
+    """Short requests from `clients` clients while one long request runs (started first)."""
+    with ThreadPoolExecutor(1) as pool:
+        long = pool.submit(load, url, long_body, 1, 1)
+        time.sleep(0.2)  # the long reply has begun
+        short = load(url, body, clients, requests)
+        long_s = long.result()["p50 s"]
+    return {"short p50 s": short["p50 s"], "short p95 s": short["p95 s"], "long s": long_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4, help="requests per client, one after another")
     parser.add_argument("--tokens", type=int, default=16, help="new tokens per request")
+    parser.add_argument("--long", type=int, default=400, help="new tokens of the long request")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
     model, processor = tiny_model("dpa")
+    # The random model may end a reply anywhere; without its end token every reply runs to its
+    # max_tokens, so each request asks for a known amount of work.
+    model.generation_config.suppress_tokens = [processor.tokenizer.eos_token_id]
     body = request_body(args.tokens)
     rows = []
     for clients in (1, 4, 16):
@@ -84,6 +101,17 @@ def main() -> None:
         print(
             f"{clients:>7}  {max_batch:>9}  {result['requests/s']:>10.2f}  {result['p50 s']:>7.3f}  "
             f"{result['p95 s']:>7.3f}"
+        )
+    long_body = request_body(args.long, image=False)
+    print(f"\n{'slice tokens':>12}  {'short p50 s':>11}  {'short p95 s':>11}  {'long s':>7}")
+    for slice_tokens in (16, 0):
+        limits = RequestLimits(slice_tokens=slice_tokens)
+        with running(create_app(Conversations(model, processor, 0), "tiny", limits=limits)) as url:
+            load(url, body, 1, 1)  # warm-up
+            result = with_long_request(url, body, long_body, 4, args.requests)
+        print(
+            f"{slice_tokens:>12}  {result['short p50 s']:>11.3f}  {result['short p95 s']:>11.3f}  "
+            f"{result['long s']:>7.3f}"
         )
 
 

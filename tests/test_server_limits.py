@@ -130,7 +130,7 @@ def test_a_full_queue_answers_503_and_a_request_not_answered_in_time_gives_up(mo
     model, processor = tiny_model("dpa")
     conversations = Conversations(model, processor)
     release = threading.Event()
-    for name in ("reply", "reply_batch"):
+    for name in ("start", "start_batch"):
         answer = getattr(conversations, name)
         monkeypatch.setattr(
             conversations, name, lambda *a, _answer=answer, **k: (release.wait(30), _answer(*a, **k))[1]
@@ -189,9 +189,9 @@ def test_requests_that_arrive_together_share_a_generate_call(monkeypatch):
     model, processor = tiny_model("dpa")
     conversations = Conversations(model, processor)
     batch_sizes = []
-    reply_batch = conversations.reply_batch
+    start_batch = conversations.start_batch
     monkeypatch.setattr(
-        conversations, "reply_batch", lambda c, n: (batch_sizes.append(len(c)), reply_batch(c, n))[1]
+        conversations, "start_batch", lambda p: (batch_sizes.append(len(p)), start_batch(p))[1]
     )
     with (
         running(create_app(conversations, "tiny", default_max_tokens=4)) as url,

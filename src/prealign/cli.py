@@ -250,6 +250,7 @@ def serve_command(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         timeout_s=args.timeout,
         max_batch=args.max_batch,
+        slice_tokens=args.slice_tokens,
     )
     name = args.name or Path(args.model).name
     serve(_conversations(args), name, args.host, args.port, args.max_new_tokens, limits)
@@ -494,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-batch", type=int, default=limits.max_batch, help="greedy requests answered together"
+    )
+    p.add_argument(
+        "--slice-tokens",
+        type=int,
+        default=limits.slice_tokens,
+        help="new tokens a reply generates before the next gets its turn (0: each runs to its end)",
     )
     p.set_defaults(run=serve_command)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -416,6 +416,27 @@ class PrealignProcessor(ProcessorMixin):
             sequences += [prefix["input_ids"] + span.ids(n) for n in counts]
         ids, mask = pad_with_mask(sequences, self.perceiver_pad_id(), "left")
         return {"perceiver_input_ids": ids, "perceiver_attention_mask": mask}
+
+    def batch_prompts(self, prompts: Sequence[Mapping[str, torch.Tensor]]) -> BatchFeature:
+        """Prompts this processor made one at a time, as the one batch it makes of them together:
+        rows left-padded again, images in sample -> image order. A server prepares each request as
+        it arrives and batches the prepared ones, so no image is processed twice."""
+        rows = [p["input_ids"][0][p["attention_mask"][0].bool()] for p in prompts]
+        input_ids, attention_mask = pad_with_mask(rows, self.tokenizer.pad_token_id, "left")
+        data = {"input_ids": input_ids, "attention_mask": attention_mask}
+        with_images = [p for p in prompts if "pixel_values" in p]
+        for key in ("pixel_values", "image_grid_thw"):
+            if with_images and key in with_images[0]:
+                data[key] = torch.cat([p[key] for p in with_images])
+        if with_images and "perceiver_input_ids" in with_images[0]:
+            sequences = [
+                ids[mask.bool()]
+                for p in with_images
+                for ids, mask in zip(p["perceiver_input_ids"], p["perceiver_attention_mask"], strict=True)
+            ]
+            ids, mask = pad_with_mask(sequences, self.perceiver_pad_id(), "left")
+            data.update(perceiver_input_ids=ids, perceiver_attention_mask=mask)
+        return BatchFeature(data=data, tensor_type="pt")
 
     def perceiver_prefix(self, instruction: str = "") -> str:
         """The text the perceiver reads before an image (see `perceiver_prompt`)."""

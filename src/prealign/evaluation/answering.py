@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from ..serving.conversation import cut_at_stop
+from ..serving.generation import cut_at_stop
 
 
 @torch.no_grad()

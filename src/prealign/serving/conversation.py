@@ -14,15 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image, UnidentifiedImageError
-from transformers import DynamicCache
+from transformers import BatchFeature, DynamicCache
 
 from ..image_span import per_image_pixels, select_images
 from ..images import to_rgb
-from ..modeling.cache_naming import CACHE_NAME
 from ..modeling.checks import check_context
 from ..modeling.feature_cache import ImageFeatureCache
+from .generation import Generation, Reply
 
 ROLES = ("system", "user", "assistant")
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -32,15 +31,6 @@ DEFAULT_FEATURE_CACHE_IMAGES = 16  # images whose features a chat or server keep
 class ConversationError(ValueError):
     """A conversation that cannot be answered as given (unknown role, bad content part, an image
     that cannot be read); the message says which message and part."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" (end of turn) or "length" (max_new_tokens reached)
-    reused_tokens: int  # prompt tokens whose KV came from the previous call
 
 
 def load_image(source: str | Path | Image.Image, where: str) -> Image.Image:
@@ -95,14 +85,23 @@ def normalize_messages(messages: Sequence[dict]) -> tuple[list[dict], list[Image
     return flat, images
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """`text` up to the first occurrence of any stop string."""
-    ends = [text.find(s) for s in stop if s and s in text]
-    return text[: min(ends)] if ends else text
+@dataclass(frozen=True)
+class Prompt:
+    """A conversation ready for the model: its messages in the processor's format, its model
+    inputs (checked to fit the context with `max_new_tokens` more) and how many images it holds."""
+
+    messages: list[dict]
+    inputs: BatchFeature
+    images: int
+    max_new_tokens: int
+
+    @property
+    def tokens(self) -> int:
+        return self.inputs["input_ids"].shape[-1]
 
 
 class Conversations:
-    """Greedy or sampled replies to conversations with one model, one at a time."""
+    """Greedy or sampled replies to conversations with one model, one at a time or batched."""
 
     def __init__(self, model, processor, feature_cache_images: int = DEFAULT_FEATURE_CACHE_IMAGES):
         self.model = model.eval()
@@ -113,11 +112,25 @@ class Conversations:
         self._cached_ids: list[int] = []
         self._cached_images: list[str] = []  # what each image span in the cache was computed from
 
+    @property
+    def context(self) -> int:
+        return self.model.config.text_config.max_position_embeddings
+
     def reset(self) -> None:
         """Forget the cached prefix (the next call reads its conversation from the start)."""
         self._cache, self._cached_ids, self._cached_images = None, [], []
 
-    @torch.no_grad()
+    def prepare(self, messages: Sequence[dict], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Prompt:
+        """The conversation as model inputs; what cannot be answered as sent (a bad part, an
+        unreadable image, forged image markers, too long for the context) is a `ConversationError`."""
+        flat, images = normalize_messages(messages)
+        try:
+            inputs = self.processor.apply_chat_template(flat, tokenize=True)
+            check_context(inputs["input_ids"].shape[-1], max_new_tokens, self.context)
+        except ValueError as error:  # the processor's and the context check's refusals
+            raise ConversationError(str(error)) from error
+        return Prompt(flat, inputs, len(images), max_new_tokens)
+
     def reply(
         self,
         messages: Sequence[dict],
@@ -132,120 +145,93 @@ class Conversations:
         of the turn, at a `stop` string (which the reply then leaves out) or after `max_time`
         seconds (finish reason "length"); `streamer` (a transformers streamer) receives the
         reply's tokens as they are generated."""
-        flat, images = normalize_messages(messages)
-        processor, tokenizer = self.processor, self.processor.tokenizer
-        inputs = self.model_inputs(flat, max_new_tokens)
+        generation = self.start(self.prepare(messages, max_new_tokens), temperature, top_p, stop, streamer)
+        generation.advance(max_time=max_time)
+        return generation.replies()[0]
+
+    def reply_batch(
+        self, conversations: Sequence[Sequence[dict]], max_new_tokens: Sequence[int]
+    ) -> list[Reply]:
+        """Greedy replies to several conversations in one left-padded `generate` call, each what
+        `reply` gives it from scratch. Each reply ends at its first end of turn or at its own
+        `max_new_tokens`."""
+        prompts = [self.prepare(c, n) for c, n in zip(conversations, max_new_tokens, strict=True)]
+        generation = self.start_batch(prompts)
+        generation.advance()
+        return generation.replies()
+
+    def start(
+        self,
+        prompt: Prompt,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        streamer=None,
+    ) -> Generation:
+        """The reply to `prompt`, to be generated (`Generation.advance`), continuing from the KV
+        cache of the previous reply where the conversations agree; when it ends, its own cache
+        becomes the one the next call may continue from."""
+        inputs = prompt.inputs.to(self.model.device)
         ids = inputs["input_ids"][0].tolist()
-        image_keys = self._image_keys(inputs, instructions=processor.perceiver_instruction(flat))
+        instruction = self.processor.perceiver_instruction(prompt.messages)
+        image_keys = self._image_keys(inputs, instruction)
         keep, reused_images = self._reusable_prefix(ids, image_keys)
         cache = self._cache_for(keep)
-        # Until generate returns, the cache matches no recorded tokens: a failed call reuses nothing.
+        # Until the reply ends, the cache matches no recorded tokens: a failed call reuses nothing.
         self._cache, self._cached_ids, self._cached_images = None, [], []
-        generate_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
-        if len(images) > reused_images:
-            generate_inputs.update(select_images(inputs, range(reused_images, len(images))))
+
+        def remember(generation: Generation) -> None:
+            length = cache.get_seq_length()
+            self._cache, self._cached_ids = cache, generation.input_ids[0, :length].tolist()
+            self._cached_images = image_keys
+
         sampling = (
             {"do_sample": True, "temperature": temperature, "top_p": top_p}
             if temperature > 0
             else {"do_sample": False}
         )
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        out = self.model.generate(
-            **generate_inputs,
-            **{CACHE_NAME: cache},
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=pad,
+        new_images = range(reused_images, prompt.images)
+        first = select_images(inputs, new_images) if new_images else {}
+        return Generation(
+            self.model,
+            self.processor,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            cache,
+            [prompt.max_new_tokens],
+            sampling=sampling,
+            stop=tuple(stop),
             streamer=streamer,
-            max_time=max_time,
-            **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}),
-            **sampling,
-        )
-        self._cache, self._cached_ids = cache, out[0, : cache.get_seq_length()].tolist()
-        self._cached_images = image_keys
-        new = out[0, len(ids) :].tolist()
-        text = processor.answer_text(tokenizer.decode(new, skip_special_tokens=True))
-        cut = cut_at_stop(text, stop)
-        ended = (bool(new) and new[-1] == tokenizer.eos_token_id) or len(cut) < len(text)
-        return Reply(
-            text=cut,
-            prompt_tokens=len(ids),
-            completion_tokens=len(new),
-            finish_reason="stop" if ended else "length",
+            first_inputs=first,
             reused_tokens=keep,
+            on_finish=remember,
         )
 
-    @torch.no_grad()
-    def reply_batch(
-        self, conversations: Sequence[Sequence[dict]], max_new_tokens: Sequence[int]
-    ) -> list[Reply]:
-        """Greedy replies to several conversations in one left-padded `generate` call, each what
-        `reply` gives it from scratch (the cached prefix is neither used nor changed). Each reply
-        ends at its first end of turn or at its own `max_new_tokens`."""
-        processor, tokenizer = self.processor, self.processor.tokenizer
-        flats = [normalize_messages(messages)[0] for messages in conversations]
-        images = [
-            [
-                part["image"]
-                for m in flat
-                if not isinstance(m["content"], str)
-                for part in m["content"]
-                if part["type"] == "image"
-            ]
-            for flat in flats
-        ]
-        try:
-            inputs = processor(
-                text=[processor.apply_chat_template(flat) for flat in flats],
-                images=images if any(images) else None,
-                instructions=[processor.perceiver_instruction(flat) for flat in flats],
+    def start_batch(self, prompts: Sequence[Prompt]) -> Generation:
+        """Greedy replies to several prompts in one left-padded batch, to be generated; the cached
+        prefix is neither used nor changed."""
+        if not self.fit_together(prompts):
+            raise ConversationError(
+                f"these prompts do not fit the context of {self.context} positions together; answer them "
+                "one at a time"
             )
-            longest = max(max_new_tokens)
-            check_context(
-                inputs["input_ids"].shape[-1], longest, self.model.config.text_config.max_position_embeddings
-            )
-        except ValueError as error:
-            raise ConversationError(str(error)) from error
-        inputs = inputs.to(self.model.device)
-        eos = tokenizer.eos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        out = self.model.generate(
-            **inputs, max_new_tokens=longest, do_sample=False, eos_token_id=eos, pad_token_id=pad
+        inputs = self.processor.batch_prompts([p.inputs for p in prompts]).to(self.model.device)
+        ids, mask = inputs.pop("input_ids"), inputs.pop("attention_mask")
+        cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+        return Generation(
+            self.model,
+            self.processor,
+            ids,
+            mask,
+            cache,
+            [p.max_new_tokens for p in prompts],
+            first_inputs=dict(inputs),
         )
-        prompt_length = inputs["input_ids"].shape[1]
-        replies = []
-        for row, limit in enumerate(max_new_tokens):
-            new = out[row, prompt_length:].tolist()[:limit]
-            if eos in new:
-                new = new[: new.index(eos) + 1]
-            replies.append(
-                Reply(
-                    text=processor.answer_text(tokenizer.decode(new, skip_special_tokens=True)),
-                    prompt_tokens=int(inputs["attention_mask"][row].sum()),
-                    completion_tokens=len(new),
-                    finish_reason="stop" if new and new[-1] == eos else "length",
-                    reused_tokens=0,
-                )
-            )
-        return replies
 
-    def model_inputs(self, flat: list[dict], max_new_tokens: int):
-        """The model inputs of normalized messages, checked to fit the model's context with
-        `max_new_tokens` more; what cannot be answered as sent is a `ConversationError`."""
-        try:
-            inputs = self.processor.apply_chat_template(flat, tokenize=True)
-            prompt_tokens = inputs["input_ids"].shape[-1]
-            check_context(
-                prompt_tokens, max_new_tokens, self.model.config.text_config.max_position_embeddings
-            )
-        except ValueError as error:  # the processor's and the context check's refusals
-            raise ConversationError(str(error)) from error
-        return inputs.to(self.model.device)
-
-    def check(self, messages: Sequence[dict], max_new_tokens: int) -> None:
-        """Raise the `ConversationError` that `reply` would, without generating (a streamed reply
-        can no longer turn into an error response once it has begun)."""
-        self.model_inputs(normalize_messages(messages)[0], max_new_tokens)
+    def fit_together(self, prompts: Sequence[Prompt]) -> bool:
+        """Whether one batch holds these prompts: left-padded to the longest, each row runs to the
+        batch's most new tokens."""
+        return max(p.tokens for p in prompts) + max(p.max_new_tokens for p in prompts) <= self.context
 
     def _image_keys(self, inputs, instructions: str) -> list[str]:
         """One key per image: its pixels, and under early fusion the instruction the perceiver

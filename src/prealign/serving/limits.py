@@ -1,5 +1,5 @@
-"""What one request may ask of `prealign serve`, and how many it answers together (its command
-line sets each)."""
+"""What one request may ask of `prealign serve`, how many it answers together and how replies take
+turns (its command line sets each)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class RequestLimits:
     max_queue: int = 32  # requests admitted at once (waiting or answered); beyond, a 503
     timeout_s: float = 300.0  # a request's whole time: waiting for the model, then generating
     max_batch: int = 8  # greedy requests waiting together, answered in one batch (1: one at a time)
+    slice_tokens: int = 16  # new tokens a reply generates before the next one gets its turn (0: all)
 
 
 DEFAULT_LIMITS = RequestLimits()

@@ -3,9 +3,10 @@
 `POST /v1/chat/completions` takes the OpenAI request - messages whose content is a string or a
 list of `text` and `image_url` parts (images as `data:` URLs; the server fetches nothing), plus
 `max_tokens` / `max_completion_tokens`, `temperature` (absent or 0: greedy), `top_p`, `stop` and
-`stream` - and answers in OpenAI's shape, streamed as server-sent events when asked. Requests are
-answered one at a time by one model; a request that repeats the previous one's history reuses its
-KV cache. A request that cannot be answered as sent gets a 400 naming the message and part.
+`stream` - and answers in OpenAI's shape, streamed as server-sent events when asked. One model
+answers every request (`batching.Batcher`: greedy requests arriving together share a batch, replies
+take turns); a request that repeats the previous one's history reuses its KV cache. A request that
+cannot be answered as sent gets a 400 naming the message and part, before it waits for the model.
 """
 
 from __future__ import annotations
@@ -42,9 +43,8 @@ from .conversation import (
     DEFAULT_MAX_NEW_TOKENS,
     ConversationError,
     Conversations,
-    cut_at_stop,
-    normalize_messages,
 )
+from .generation import cut_at_stop
 from .limits import DEFAULT_LIMITS, RequestLimits
 
 LOG = logging.getLogger("prealign.serve")
@@ -118,7 +118,6 @@ def openai_messages(messages: Any, limits: RequestLimits = DEFAULT_LIMITS) -> li
                     raise ConversationError(f"{where}: unsupported content part {kind!r} (text or image_url)")
             content = parts
         converted.append({"role": message.get("role"), "content": content})
-    normalize_messages(converted)  # every remaining check, before anything is generated
     return converted
 
 
@@ -153,12 +152,12 @@ def create_app(
     """The FastAPI app serving `conversations`' model as `model_name`; a request without
     `max_tokens` generates at most `default_max_tokens`; `limits` bound what one request may ask."""
     app = FastAPI(title="prealign", description="OpenAI-compatible chat completions for a prealign model")
-    batcher = Batcher(conversations, limits.max_batch)
+    batcher = Batcher(conversations, limits.max_batch, limits.slice_tokens)
     admitted = threading.BoundedSemaphore(limits.max_queue)  # waiting or being answered
 
-    def answer(messages, options, streamer=None):
+    def answer(prompt, options, streamer=None):
         """The reply, by the batcher; a request still unanswered at its time gives up."""
-        job = Job(messages, options, time.monotonic() + limits.timeout_s, streamer)
+        job = Job(prompt, options, time.monotonic() + limits.timeout_s, streamer)
         future = batcher.submit(job)
         try:
             return future.result(timeout=limits.timeout_s)
@@ -200,7 +199,7 @@ def create_app(
         try:
             messages = openai_messages(body.get("messages"), limits)
             options = _generation_options(body, default_max_tokens, limits)
-            await run_in_threadpool(conversations.check, messages, options["max_new_tokens"])
+            prompt = await run_in_threadpool(conversations.prepare, messages, options["max_new_tokens"])
         except ConversationError as error:
             return _error(400, str(error))
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
@@ -216,10 +215,10 @@ def create_app(
                 },
             )
         if body.get("stream"):
-            chunks = _stream(answer, messages, options, conversations, completion_id, created, model_name)
+            chunks = _stream(answer, prompt, options, conversations, completion_id, created, model_name)
             return StreamingResponse(_releasing(chunks, admitted), media_type="text/event-stream")
         try:
-            reply = await run_in_threadpool(answer, messages, options)
+            reply = await run_in_threadpool(answer, prompt, options)
         except ConversationError as error:
             raise HTTPException(400, str(error)) from error
         except ServerBusy as error:
@@ -264,7 +263,7 @@ def _releasing(chunks: Iterator[str], admitted: threading.BoundedSemaphore) -> I
         admitted.release()
 
 
-def _stream(answer, messages, options, conversations, completion_id, created, model_name) -> Iterator[str]:
+def _stream(answer, prompt, options, conversations, completion_id, created, model_name) -> Iterator[str]:
     """Server-sent events: a role chunk, content chunks, a final chunk with the finish reason."""
     processor = conversations.processor
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -272,7 +271,7 @@ def _stream(answer, messages, options, conversations, completion_id, created, mo
 
     def run():
         try:
-            result["reply"] = answer(messages, options, streamer)
+            result["reply"] = answer(prompt, options, streamer)
         except Exception as error:  # re-raised below, in the response's thread
             result["error"] = error
         finally:
