@@ -61,12 +61,17 @@ def test_replies_in_slices_with_others_between_equal_uninterrupted_replies(model
     conversations = Conversations(model, processor, 0)
     prompts = [conversations.prepare(c, n) for c, n in zip(CONVERSATIONS, LIMITS, strict=True)]
     turns = [conversations.start(prompt) for prompt in prompts] + [conversations.start_batch(prompts)]
-    while not all(turn.finished for turn in turns):
-        for turn in turns:
+    taken = {}  # the batch's replies as each leaves it, and the turn it left in
+    for turn_number in range(1000):
+        for turn in turns[:3]:
             turn.advance(3)
-    sliced = [turn.replies() for turn in turns]
-    assert [replies[0] for replies in sliced[:3]] == alone
-    assert sliced[3] == batched
+        turns[3].advance(3)
+        taken.update({row: (reply, turn_number) for row, reply in turns[3].take_ended()})
+        if all(turn.finished for turn in turns):
+            break
+    assert [turn.replies()[0] for turn in turns[:3]] == alone
+    assert [taken[row][0] for row in range(3)] == batched
+    assert len({when for _, when in taken.values()}) > 1  # rows left the batch while others went on
     assert max(reply.completion_tokens for reply in alone) > 3  # more than one slice each
 
 

@@ -6,8 +6,9 @@ worker starts it with the other batchable jobs waiting at that moment (up to `ma
 fit the context together) as one batch; any other job is started alone (continuing from the
 previous reply's KV cache where it can). Started replies take turns: each generates `slice_tokens`
 new tokens, then the next waiting job is started and the next reply continues, so a long reply
-delays the others by its share rather than by its length. A job whose client stopped waiting is
-skipped; a reply whose every client's time is up ends where it stands.
+delays the others by its share rather than by its length; a batch's replies are answered as each
+ends, and leave the batch. A job whose client stopped waiting is skipped; a reply whose every
+client's time is up ends where it stands.
 """
 
 from __future__ import annotations
@@ -106,13 +107,15 @@ class Batcher:
             turn = turns.popleft()
             time_left = max(job.deadline for job in turn.jobs) - time.monotonic()
             try:
-                done = time_left <= 0 or turn.generation.advance(self.slice_tokens, max_time=time_left)
+                if time_left > 0:
+                    turn.generation.advance(self.slice_tokens, max_time=time_left)
+                ended = turn.generation.take_ended(every=time_left <= 0)
             except Exception as error:
                 for job in turn.jobs:
-                    job.future.set_exception(error)
+                    if not job.future.done():
+                        job.future.set_exception(error)
                 continue
-            if not done:
+            for row, reply in ended:
+                turn.jobs[row].future.set_result(reply)
+            if turn.generation.rows:
                 turns.append(turn)
-                continue
-            for job, reply in zip(turn.jobs, turn.generation.replies(), strict=True):
-                job.future.set_result(reply)

@@ -73,6 +73,7 @@ class Generation:
     finished: bool = field(default=False, init=False)
 
     def __post_init__(self):
+        self.rows = list(range(self.input_ids.shape[0]))  # each row's place among the prompts given
         self.prompt_width = self.input_ids.shape[1]
         self._rope_deltas = None
         self._slice_streamer = _SliceStreamer(self.streamer) if self.streamer is not None else None
@@ -124,6 +125,29 @@ class Generation:
             if self.on_finish is not None:
                 self.on_finish(self)
         return self.finished
+
+    def take_ended(self, every: bool = False) -> list[tuple[int, Reply]]:
+        """The replies that have ended (`every`: all, as they stand), each with its place among the
+        prompts given, taken out of the batch: the rows still generating go on without them."""
+        ended = [
+            row
+            for row, limit in enumerate(self.max_new_tokens)
+            if every or self.finished or self._ended(row, limit)
+        ]
+        if not ended:
+            return []
+        replies = self.replies()
+        taken = [(self.rows[row], replies[row]) for row in ended]
+        keep = [row for row in range(len(self.rows)) if row not in ended]
+        index = torch.tensor(keep, dtype=torch.long, device=self.input_ids.device)
+        self.input_ids, self.attention_mask = self.input_ids[index], self.attention_mask[index]
+        self.cache.batch_select_indices(index)
+        if self._rope_deltas is not None:
+            self._rope_deltas = self._rope_deltas[index]
+        self.max_new_tokens = [self.max_new_tokens[row] for row in keep]
+        self.rows = [self.rows[row] for row in keep]
+        self.finished = not keep
+        return taken
 
     def _new_tokens(self, row: int) -> list[int]:
         new = self.input_ids[row, self.prompt_width :].tolist()[: self.max_new_tokens[row]]
