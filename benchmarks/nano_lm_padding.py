@@ -26,7 +26,7 @@ from prealign.nano.tokenizer import nano_tokenizer
 def run(size: str, steps: int, batch: int, row_length: int | None, tokenizer) -> dict[str, float]:
     examples = list(CorpusStream(tokenizer, seed=0, total=steps * batch))
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(nb.lm_config(nb.LM_SIZES[size], len(tokenizer)))
+    model = Qwen3ForCausalLM(nb.lm_config(nb.LM_SIZES[size], tokenizer))
     model.config.use_cache = False  # as pre-training runs it
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     real = padded = 0

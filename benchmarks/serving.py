@@ -1,7 +1,8 @@
 """`prealign serve` under concurrent clients: requests batched together vs answered one at a time.
 
-The same server (tiny random DPA model, CPU, its end token suppressed), the same requests - one image and a question, 16 new
-tokens, greedy - from 1, 4 and 16 clients at once, each sending `--requests` one after another;
+The same server (tiny random DPA model, CPU, its end token suppressed), the same requests - one
+image and a question, 16 new tokens, greedy - from 1, 4 and 16 clients at once, each sending
+`--requests` one after another;
 `--max-batch 16` against `--max-batch 1`, side by side in one run. Prints requests per second and
 the median and 95th-percentile latency. Then turns: one client asks for a long reply (`--long`
 tokens) while 4 others send their short requests, replies taking turns of 16 tokens against each

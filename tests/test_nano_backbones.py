@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, Qwen3ForCausalLM, SiglipModel
 
 from prealign.nano import NanoDataSpec, build_nano_data
 from prealign.nano import pretraining as nb
-from prealign.nano.backbones import PARTS, BackboneBudget, recheck_backbones
+from prealign.nano.backbones import PARTS, PRETRAINED_PARTS, TINY_BUDGET, BackboneBudget, recheck_backbones
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def tokenizer(tmp_path_factory):
 def test_lm_pretraining_beats_random_init(tokenizer, tmp_path):
     items = nb.lm_eval_items(n_per_kind=20)
     torch.manual_seed(0)
-    untrained = Qwen3ForCausalLM(nb.lm_config(nb.LM_SIZES["tiny"], len(tokenizer)))
+    untrained = Qwen3ForCausalLM(nb.lm_config(nb.LM_SIZES["tiny"], tokenizer))
     before = nb.answer_loss(untrained, tokenizer, items)
     model = nb.pretrain_lm(
         tokenizer, tmp_path / "lm", size="tiny", steps=150, batch=32, lr=2e-3, resume=False
@@ -86,9 +86,18 @@ def test_one_command_builds_every_backbone_with_a_manifest_and_reuses_them(tmp_p
         assert not list((tmp_path / "nb" / folder).glob("checkpoint-*"))
     # The budget's measure is the command's own wall time, whatever the parts' overlap.
     assert "elapsed" in first.stdout and manifest["elapsed_s"] > 0
-    assert {p["threads"] for p in manifest["parts"].values()} == {max(1, torch.get_num_threads() // 2)}
+    threads = {manifest["parts"][name]["threads"] for name in PRETRAINED_PARTS}
+    assert threads == {max(1, torch.get_num_threads() // 2)}  # the perceiver VLM, after them, takes all
     # Scores recorded in the manifest are those of the saved weights.
     recheck_backbones(tmp_path / "nb", tolerance=0.0)
+    # The perceiver VLM: one candidate per training seed on the validation world, the rule's pick
+    # shipped (in bf16, above) and scored as saved.
+    vlm = manifest["parts"]["perceiver_vlm"]
+    perception = {int(seed): c["perception"]["accuracy"] for seed, c in vlm["candidates"].items()}
+    assert set(perception) == set(TINY_BUDGET.perceiver_vlm_seeds)
+    assert vlm["chosen_seed"] == max(perception, key=lambda s: (perception[s], -s))
+    assert {"stage1", "stage2"} <= set(vlm["training"]) and "perception" in vlm["scores"]
+    assert not (tmp_path / "nb/perceiver_vlm.work").exists()
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0 and second.stdout.count("reused") == len(PARTS)
 

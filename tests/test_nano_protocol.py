@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import replace
@@ -58,7 +59,9 @@ def test_the_quick_preset_writes_a_report_with_numbers_for_every_model(quick_run
     out, report = quick_run
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     assert set(report["models"]) == {"perceiver-vlm", "baseline", "dpa"}
-    assert len(report["units"]) == _protocol(out, None).unit_count  # the progress bar's total
+    assert len(report["units"]) == len(_protocol(out, None).planned_units())  # the progress line's total
+    assert "seed-0/perceiver-vlm/stage2" not in report["units"]  # DPA starts from the shipped one
+    assert report["shipped_perceiver_vlm"] and "seed-0/perceiver-vlm/eval" in report["units"]
     for name, model in report["models"].items():
         for column in COLUMNS:
             assert 0.0 <= model["mean"][column] <= 1.0, (name, column)
@@ -97,7 +100,7 @@ def test_killed_and_run_again_it_continues_and_reports_what_an_uninterrupted_run
     quick_run, tiny_backbones, tmp_path, monkeypatch
 ):
     _, uninterrupted = quick_run
-    real_train = protocol_module._train
+    real_train = protocol_module.train_stage
     calls = []
 
     def dies_in_dpa_stage2(settings):
@@ -106,15 +109,57 @@ def test_killed_and_run_again_it_continues_and_reports_what_an_uninterrupted_run
             raise KeyboardInterrupt  # as from Ctrl-C
         return real_train(settings)
 
-    monkeypatch.setattr(protocol_module, "_train", dies_in_dpa_stage2)
+    monkeypatch.setattr(protocol_module, "train_stage", dies_in_dpa_stage2)
     with pytest.raises(KeyboardInterrupt):
         run_protocol(_protocol(tmp_path, tiny_backbones))
-    monkeypatch.setattr(protocol_module, "_train", real_train)
+    monkeypatch.setattr(protocol_module, "train_stage", real_train)
     resumed = run_protocol(_protocol(tmp_path, tiny_backbones))
     reused = {name for name, u in resumed["units"].items() if u["reused"]}
-    assert {"backbones", "seed-0/data", "seed-0/baseline/stage2", "seed-0/perceiver-vlm/stage2"} <= reused
+    assert {"backbones", "seed-0/data", "seed-0/baseline/stage2", "seed-0/perceiver-vlm/eval"} <= reused
     assert "seed-0/dpa/stage2" not in reused
     assert _numbers(resumed) == _numbers(uninterrupted)
+
+
+def _weights(folder: Path) -> dict[str, str]:
+    """The sha256 of every trained stage's weights under a run's folder."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.glob("seed-*/*/stage*/model.safetensors"))
+    }
+
+
+def test_the_same_units_twice_give_identical_weights_and_report(quick_run, tiny_backbones, tmp_path):
+    """Reruns on one machine are bit-identical: every stage's weights, every number of the report
+    (docs/nano_world.md, "How much one run says", for the spread across machines)."""
+    first_out, first = quick_run
+    again = run_protocol(_protocol(tmp_path, tiny_backbones))
+    weights = _weights(first_out)
+    assert set(weights) == {
+        f"seed-0/{m}/{s}/model.safetensors" for m in ("baseline", "dpa") for s in ("stage1", "stage2")
+    }
+    assert _weights(tmp_path) == weights
+    assert _numbers(again) == _numbers(first)
+
+
+def test_train_perceiver_trains_the_perceiver_vlm_on_the_seed_and_dpa_starts_from_it(
+    tiny_backbones, tmp_path
+):
+    report = run_protocol(_protocol(tmp_path, tiny_backbones, train_perceiver=True))
+    assert {"seed-0/perceiver-vlm/stage1", "seed-0/perceiver-vlm/stage2"} <= set(report["units"])
+    assert not report["shipped_perceiver_vlm"]
+    settings = json.loads((tmp_path / "seed-0/dpa/stage1/unit.json").read_text())["inputs"]
+    assert "perceiver_vlm" in settings  # DPA's stage 1 is keyed on the seed's own perceiver VLM
+    assert len(report["units"]) == len(_protocol(tmp_path, None, train_perceiver=True).planned_units())
+
+
+def test_a_unit_prints_one_line_and_keeps_its_output_in_its_folder(tiny_backbones, tmp_path, capfd):
+    run_protocol(_protocol(tmp_path, tiny_backbones, variants=("baseline",)))
+    terminal = capfd.readouterr()
+    lines = [line for line in terminal.out.splitlines() if line.startswith("[")]
+    assert lines and all("elapsed" in line for line in lines), terminal.out
+    assert "loss" not in terminal.out and "it/s" not in terminal.err  # the Trainer's logs and bars
+    assert "| Model |" in terminal.out and "| claim |" in terminal.out and "report.md" in terminal.out
+    assert "'loss'" in (tmp_path / "seed-0/baseline/stage2/unit.log").read_text()
 
 
 def test_a_changed_input_remakes_what_depends_on_it_and_nothing_else(quick_run, tiny_backbones, tmp_path):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import pytest
 from safetensors import safe_open
 
-from prealign.nano.backbones import PARTS, BackboneBudget, recheck_backbones, shipped_backbones
+from prealign.nano.backbones import PARTS, BackboneBudget, budget_record, recheck_backbones, shipped_backbones
 
 MAX_SHIPPED_BYTES = 30 * 2**20
 
@@ -31,13 +30,14 @@ def test_shipped_files_are_small_bf16_and_complete():
             assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"BF16"}  # noqa: SIM118
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["command"].startswith("prealign nano backbones") and "seed" in manifest
-    assert manifest.get("elapsed_s", manifest["total_wall_time_s"]) < 3600  # the budget of a 2-core CPU
+    # The budget of a 2-core CPU: an hour for the pre-trained parts, minutes for the perceiver VLM.
+    assert manifest.get("elapsed_s", manifest["total_wall_time_s"]) < 3600 + 900
 
 
 def test_the_default_budget_is_the_one_the_shipped_backbones_were_made_with():
     # `prealign nano backbones DIR` regenerates what ships, and `pretrain-lm` defaults to it.
     manifest = json.loads((shipped_backbones() / "manifest.json").read_text())
-    assert manifest["budget"] == asdict(BackboneBudget())
+    assert manifest["budget"] == budget_record(BackboneBudget())
 
 
 # What the shipped LMs have learned, kind by kind (docs/nano_world.md): held-out accuracy at

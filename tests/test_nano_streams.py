@@ -76,7 +76,7 @@ def test_rows_stretch_to_the_longest_example_rather_than_cut_one(tokenizer, late
 
 def test_packed_rows_give_each_example_its_padded_logits_and_the_same_loss(tokenizer, late_examples):
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(lm_config(LM_SIZES["tiny"], len(tokenizer))).eval()
+    model = Qwen3ForCausalLM(lm_config(LM_SIZES["tiny"], tokenizer)).eval()
     # As pre-training runs it: with a cache, transformers drops the packed-sequence mask.
     model.config.use_cache = False
     batch = late_examples[:12]

@@ -327,6 +327,8 @@ def nano_run(args: argparse.Namespace) -> int:
         backbones=Path(args.backbones) if args.backbones else None,
         **({"configs": Path(args.configs)} if args.configs else {}),
         check_tolerance=args.tolerance,
+        train_perceiver=args.train_perceiver,
+        verbose=args.verbose,
     )
     run_protocol(protocol)
     return 0
@@ -573,8 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=nano_data)
     p = nano.add_parser(
         "run",
-        help="the main job: the paper's experiment in miniature (data, backbones, perceiver VLM, the "
-        "baseline and the ablation rows through both stages, benchmarks, analyses, report)",
+        help="the main job: the paper's experiment in miniature (data, the shipped backbones and "
+        "perceiver VLM, the baseline and the ablation rows through both stages, benchmarks, analyses, "
+        "report)",
     )
     p.add_argument("out", nargs="?", default="runs/nano", help="output folder (default: runs/nano)")
     p.add_argument(
@@ -592,8 +595,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerance", type=float, default=0.05, help="allowed drift of a re-checked score from the manifest"
     )
+    p.add_argument(
+        "--train-perceiver",
+        action="store_true",
+        help="train the perceiver VLM on each seed instead of starting DPA's rows from the shipped one",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="each unit's output (Trainer logs, progress bars) shown"
+    )
     p.set_defaults(run=nano_run)
-    p = nano.add_parser("backbones", help="tokenizer + ViT + perceiver LM + target LM, with a manifest")
+    p = nano.add_parser(
+        "backbones", help="tokenizer + ViT + perceiver LM + target LM + perceiver VLM, with a manifest"
+    )
     p.add_argument("out", help="output folder (finished parts in it are reused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="smallest sizes and a few steps (tests, smoke runs)")

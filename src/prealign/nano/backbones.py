@@ -1,4 +1,5 @@
-"""One command for the nano world's backbones: tokenizer, ViT, perceiver LM and target LM.
+"""One command for the nano world's backbones: tokenizer, ViT, perceiver LM, target LM and the
+perceiver VLM that DPA's rows start from.
 
 The folder it writes is exactly what the package ships under `prealign/assets/nano`: bf16
 safetensors, the tokenizer, and `manifest.json` with the command, seed, budget, wall times and
@@ -12,9 +13,10 @@ import json
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,11 +24,19 @@ import transformers
 from transformers import AutoTokenizer, Qwen3ForCausalLM, SiglipModel
 
 from . import pretraining as nb
+from .data import NanoDataSpec, build_nano_data
+from .stages import CONFIGS, PERCEIVER_VLM, Placement, evaluate_vlm, load_vlm, stage_settings, train_stage
 from .tokenizer import nano_tokenizer
 from .workers import worker_pool
 
 SHIPPED_BACKBONES = Path(__file__).resolve().parent.parent / "assets" / "nano"
-PARTS = ("vit", "lm_perceiver", "lm_target")
+PRETRAINED_PARTS = ("vit", "lm_perceiver", "lm_target")  # made from the world's text and images alone
+PERCEIVER_VLM_PART = "perceiver_vlm"  # made from two of them through the VLM recipe
+PARTS = (*PRETRAINED_PARTS, PERCEIVER_VLM_PART)
+# The rule that picks the shipped perceiver VLM among its candidates, fixed before they were
+# trained: the highest Perception on the validation world (the group that says whether the small
+# VLM reads the image; docs/nano_world.md, "How much one seed says"), ties to the lower seed.
+PERCEIVER_VLM_RULE = "highest Perception on the validation world; ties to the lower training seed"
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,12 @@ class BackboneBudget:
     # faster per step (`benchmarks/nano_lm_padding.py`); None pads them.
     lm_row_length: int | None = 128
     eval_per_kind: int = 100
+    # The perceiver VLM: configs/nano/perceiver-vlm's two stages on the validation world (never a
+    # reported one), once per training seed; `PERCEIVER_VLM_RULE` picks the one that ships.
+    perceiver_vlm_seeds: tuple[int, ...] = (0, 1)
+    validation_world: int = 100
+    perceiver_vlm_data: dict = field(default_factory=dict)  # NanoDataSpec sizes other than its own
+    perceiver_vlm_overrides: tuple[str, ...] = ()  # settings for both stages (tiny runs)
 
 
 TINY_BUDGET = BackboneBudget(
@@ -67,7 +83,14 @@ TINY_BUDGET = BackboneBudget(
     lm_batch=16,
     lm_row_length=128,
     eval_per_kind=8,
+    perceiver_vlm_data={"pretrain": 8, "instruct": 8, "corpus": 4, "benchmark": 3},
+    perceiver_vlm_overrides=("max_steps=2", "global_batch_size=2", "per_device_batch_size=2"),
 )
+
+
+def budget_record(budget: BackboneBudget) -> dict:
+    """The budget as a manifest holds it (JSON: tuples as lists)."""
+    return json.loads(json.dumps(asdict(budget)))
 
 
 def shipped_backbones() -> Path:
@@ -91,14 +114,15 @@ def build_backbones(
     out = Path(out)
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    if manifest.get("seed", seed) != seed or manifest.get("budget", asdict(budget)) != asdict(budget):
+    recorded = {**budget_record(budget), **manifest.get("budget", {})}  # a new field: its default
+    if manifest.get("seed", seed) != seed or recorded != budget_record(budget):
         raise ValueError(f"{out} holds backbones made with other settings; use another folder.")
     threads = max(1, torch.get_num_threads() // jobs)
     manifest.update(
         {
             "command": " ".join(["prealign", *sys.argv[1:]]),
             "seed": seed,
-            "budget": asdict(budget),
+            "budget": budget_record(budget),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {jobs} part(s) at a time",
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
@@ -106,7 +130,7 @@ def build_backbones(
     parts = manifest.setdefault("parts", {})
     out.mkdir(parents=True, exist_ok=True)
     nano_tokenizer().save_pretrained(out / "tokenizer")
-    todo = [name for name in LONGEST_FIRST if name not in parts]
+    todo = [name for name in LONGEST_FIRST if name not in parts and name in PRETRAINED_PARTS]
     for name in PARTS:
         if name in parts:
             print(f"{name}: reused ({parts[name]['wall_time_s']:.0f} s when made)")
@@ -124,6 +148,9 @@ def build_backbones(
                 _record(
                     manifest, manifest_path, futures[future], future.result(), time.perf_counter() - start
                 )
+    if PERCEIVER_VLM_PART not in parts:  # reads the ViT and the perceiver LM: after them, all threads
+        part = {"threads": torch.get_num_threads(), **_timed(lambda: _perceiver_vlm(out, budget))}
+        _record(manifest, manifest_path, PERCEIVER_VLM_PART, part, time.perf_counter() - start)
     _write_manifest(manifest, manifest_path)
     return manifest
 
@@ -135,13 +162,65 @@ LONGEST_FIRST = ("lm_target", "lm_perceiver", "vit")
 def _make_part(name: str, out: Path, seed: int, budget: BackboneBudget, threads: int) -> dict:
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
-    start = time.perf_counter()
     if name == "vit":
-        scores = _vit(out / "vit", tokenizer, seed, budget)
-    else:
-        size = budget.perceiver_size if name == "lm_perceiver" else budget.target_size
-        scores = _lm(out / name, tokenizer, seed, budget, size)
-    return {"wall_time_s": round(time.perf_counter() - start, 1), "threads": threads, "scores": scores}
+        return {"threads": threads, **_timed(lambda: {"scores": _vit(out / "vit", tokenizer, seed, budget)})}
+    size = budget.perceiver_size if name == "lm_perceiver" else budget.target_size
+    return {"threads": threads, **_timed(lambda: {"scores": _lm(out / name, tokenizer, seed, budget, size)})}
+
+
+def _timed(make) -> dict:
+    start = time.perf_counter()
+    part = make()
+    return {"wall_time_s": round(time.perf_counter() - start, 1), **part}
+
+
+def _perceiver_vlm(out: Path, budget: BackboneBudget) -> dict:
+    """The perceiver LM read as a small VLM (configs/nano/perceiver-vlm, both stages) on the
+    validation world, once per training seed; the candidate `PERCEIVER_VLM_RULE` picks ships in
+    bf16, scored again as saved. Its work folder is removed when the part is recorded."""
+    work = out / f"{PERCEIVER_VLM_PART}.work"
+    data = validation_world(budget, work / "data")
+    candidates = {}
+    for training_seed in budget.perceiver_vlm_seeds:
+        placement = Placement(root=work / f"seed-{training_seed}", backbones=out, data=data)
+        training = {}
+        for stage in ("stage1", "stage2"):
+            settings, _ = stage_settings(
+                CONFIGS, PERCEIVER_VLM, stage, training_seed, placement, budget.perceiver_vlm_overrides
+            )
+            training[stage] = train_stage(settings)
+        trained = placement.root / PERCEIVER_VLM / "stage2"
+        scores = evaluate_vlm(trained, data, placement.root / "eval")
+        candidates[training_seed] = {"folder": trained, "scores": scores, "training": training}
+        perception = scores["perception"]["accuracy"]
+        print(f"perceiver VLM, training seed {training_seed}: Perception {perception:.3f}", flush=True)
+    chosen = max(candidates, key=lambda s: (candidates[s]["scores"]["perception"]["accuracy"], -s))
+    model, processor = load_vlm(candidates[chosen]["folder"])
+    _finish(model, out / PERCEIVER_VLM_PART)
+    processor.save_pretrained(out / PERCEIVER_VLM_PART)
+    scores = evaluate_vlm(out / PERCEIVER_VLM_PART, data, work / "shipped")
+    shutil.rmtree(work)
+    return {
+        "scores": vlm_scores(scores),
+        "chosen_seed": chosen,
+        "rule": PERCEIVER_VLM_RULE,
+        "candidates": {s: vlm_scores(c["scores"]) for s, c in candidates.items()},
+        "training": candidates[chosen]["training"],
+    }
+
+
+def validation_world(budget: BackboneBudget, folder: Path) -> Path:
+    """The world the perceiver VLM is chosen and re-checked on (never one the protocol reports)."""
+    build_nano_data(folder, NanoDataSpec(**{**budget.perceiver_vlm_data, "seed": budget.validation_world}))
+    return folder
+
+
+def vlm_scores(scores: dict) -> dict:
+    """A VLM's benchmark scores as a manifest records them: each group's accuracy and its kinds'."""
+    return {
+        group: {"accuracy": r["accuracy"], "kinds": {k: v["accuracy"] for k, v in r.get("kinds", {}).items()}}
+        for group, r in scores.items()
+    }
 
 
 def _record(manifest: dict, path: Path, name: str, part: dict, elapsed: float) -> None:
@@ -273,7 +352,11 @@ def format_manifest(manifest: dict) -> str:
             f"{target['description_loss']:.3f}; ignoring the scene (unigram) "
             f"{target['description_unigram_loss']:.3f}"
         )
-    times = ", ".join(f"{name} {manifest['parts'][name]['wall_time_s']:.0f} s" for name in PARTS)
+    if vlm := manifest["parts"].get(PERCEIVER_VLM_PART):
+        groups = ", ".join(f"{g} {100 * r['accuracy']:.1f}" for g, r in vlm["scores"].items())
+        lines.append(f"perceiver VLM (training seed {vlm['chosen_seed']}, validation world): {groups}")
+    made = [name for name in PARTS if name in manifest["parts"]]
+    times = ", ".join(f"{name} {manifest['parts'][name]['wall_time_s']:.0f} s" for name in made)
     elapsed = manifest.get("elapsed_s", manifest["total_wall_time_s"])
     lines.append(
         f"wall time: {times}; {manifest['total_wall_time_s']:.0f} s of work in {elapsed:.0f} s elapsed"
@@ -288,11 +371,21 @@ def recheck_backbones(folder: str | Path, tolerance: float = 0.05) -> dict:
     """
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
+    if PERCEIVER_VLM_PART not in manifest["parts"]:
+        raise ValueError(
+            f"{folder} has no perceiver VLM (made by this version of `prealign nano backbones`): run "
+            f"`prealign nano backbones {folder}` to add it to the parts there, or train it per seed "
+            "with `prealign nano run --train-perceiver`"
+        )
+    budget = manifest["budget"]
     fresh = {
         "vit": evaluate_vit(folder / "vit"),
-        "lm_perceiver": evaluate_language_model(folder / "lm_perceiver", manifest["budget"]["eval_per_kind"]),
-        "lm_target": evaluate_language_model(folder / "lm_target", manifest["budget"]["eval_per_kind"]),
+        "lm_perceiver": evaluate_language_model(folder / "lm_perceiver", budget["eval_per_kind"]),
+        "lm_target": evaluate_language_model(folder / "lm_target", budget["eval_per_kind"]),
     }
+    with tempfile.TemporaryDirectory() as work:
+        data = validation_world(BackboneBudget(**{**asdict(BackboneBudget()), **budget}), Path(work) / "data")
+        fresh[PERCEIVER_VLM_PART] = vlm_scores(evaluate_vlm(folder / PERCEIVER_VLM_PART, data, Path(work)))
     drifts = []
     for part, scores in fresh.items():
         recorded = manifest["parts"][part]["scores"]

@@ -53,9 +53,11 @@ LM_SIZES = {
 }
 
 
-def lm_config(size: LMSize, vocab_size: int) -> Qwen3Config:
+def lm_config(size: LMSize, tokenizer) -> Qwen3Config:
+    """The LM's config, its special tokens the tokenizer's (a VLM built on it then agrees with its
+    processor, and the Trainer has nothing to realign)."""
     return Qwen3Config(
-        vocab_size=vocab_size,
+        vocab_size=len(tokenizer),
         hidden_size=size.hidden,
         intermediate_size=4 * size.hidden,
         num_hidden_layers=size.layers,
@@ -64,9 +66,9 @@ def lm_config(size: LMSize, vocab_size: int) -> Qwen3Config:
         head_dim=size.hidden // size.heads,
         max_position_embeddings=512,
         tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -156,7 +158,7 @@ def pretrain_lm(
     (`pack_lm_batch`) instead of padded to the batch's longest: the same loss, 1.3-1.6x faster
     per step (`benchmarks/nano_lm_padding.py`)."""
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(lm_config(LM_SIZES[size], len(tokenizer)))
+    model = Qwen3ForCausalLM(lm_config(LM_SIZES[size], tokenizer))
     compose_cell_embeddings(model, tokenizer)
     # With a cache, transformers drops the packed-sequence mask and the examples of a row would
     # see each other; training needs none.

@@ -1,15 +1,17 @@
 """The nano protocol (`prealign nano run`): the paper's experiment in miniature, as cached units.
 
-Per seed: the nano data; the target LM alone on the text benchmark (the forgetting reference);
-the perceiver trained as a small VLM; the baseline and each ablation row through both stages of
-`configs/nano`; every model on the nano benchmarks; MIR and layer similarity, baseline vs DPA.
-Then, on the first seed, the cost side by side, and the report (`report.py`). Every step
-is a unit (`units.py`): kill the run anywhere and the same command continues it.
+The backbones - ViT, both LMs and the perceiver VLM (the perceiver LM trained as a small VLM, which
+DPA's rows start from, as the authors' DPA-4B-init holds theirs) - come shipped and are measured
+again. Per seed: the nano data; the target LM alone on the text benchmark (the forgetting
+reference); the baseline and each ablation row through both stages of `configs/nano`; every model
+(the perceiver VLM too) on the nano benchmarks; MIR and layer similarity, baseline vs DPA. Then, on
+the first seed, the cost side by side, and the report (`report.py`). `train_perceiver` trains the
+perceiver VLM on each seed instead. Every step is a unit (`units.py`): kill the run anywhere and
+the same command continues it.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 import time
@@ -18,26 +20,38 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from ..training.settings import (
-    SHIPPED_CONFIGS,
-    ModelSettings,
-    TrainSettings,
-    apply_overrides,
-    from_dict,
-    read_yaml,
-)
+from ..training.settings import ModelSettings
 from ..variants import VARIANTS
-from .backbones import format_manifest, recheck_backbones, shipped_backbones
-from .data import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data
+from .backbones import PERCEIVER_VLM_PART, format_manifest, recheck_backbones, shipped_backbones
+from .data import NanoDataSpec, build_nano_data
 from .pretraining import unigram_entropy
+from .stages import (
+    CONFIGS,
+    EVAL_BATCH_SIZE,
+    MAX_NEW_TOKENS,
+    PERCEIVER_VLM,
+    Placement,
+    evaluate_vlm,
+    load_vlm,
+    stage_settings,
+    train_stage,
+)
 from .units import Units, key_of
-from .workers import worker_pool
 
-# The recipe's YAML files (shipped in the package; `configs/nano` of a source checkout); their paths
-# name `runs/nano/...`, which the protocol maps into its own folder.
-CONFIGS = SHIPPED_CONFIGS / "nano"
-CONFIG_ROOT = "runs/nano"
-PERCEIVER_VLM = "perceiver-vlm"
+# Seconds each unit took on the reference machine (2-core AMD EPYC, quick preset, 2026-12-06):
+# the progress line's estimate of the time left scales them by how this machine is doing.
+EXPECTED_S = {
+    "backbones": 60,
+    "data": 5,
+    "reference": 5,
+    "stage1": 45,
+    "stage2": 200,
+    "perceiver-vlm/stage1": 25,
+    "perceiver-vlm/stage2": 90,
+    "eval": 10,
+    "alignment": 15,
+    "cost": 30,
+}
 PRESETS: dict[str, dict] = {
     "quick": {"variants": ("baseline", "dpa"), "seeds": (0,)},
     "full": {"variants": tuple(VARIANTS), "seeds": (0, 1, 2)},
@@ -55,12 +69,14 @@ class NanoProtocol:
     configs: Path = CONFIGS
     # `key=value` settings applied to every training stage (e.g. `max_steps=2` in tests).
     training_overrides: tuple[str, ...] = ()
-    eval_batch_size: int = 100
-    max_new_tokens: int = 8  # the longest nano answer is 4 tokens ("above and left" + end)
+    eval_batch_size: int = EVAL_BATCH_SIZE
+    max_new_tokens: int = MAX_NEW_TOKENS
     alignment_samples: int = 64
     throughput_repeats: int = 5
     throughput_new_tokens: int = 32
     check_tolerance: float = 0.05
+    train_perceiver: bool = False  # train the perceiver VLM on each seed instead of the shipped one
+    verbose: bool = False  # the units' output (Trainer logs, progress bars) on the terminal
 
     def __post_init__(self):
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -77,18 +93,19 @@ class NanoProtocol:
             )
 
     @property
-    def needs_perceiver_vlm(self) -> bool:
-        return any(
+    def trains_perceiver_vlm(self) -> bool:
+        return self.train_perceiver and any(
             VARIANTS[v].uses_perceiver and VARIANTS[v].perceiver_init != "untrained" for v in self.variants
         )
 
-    @property
-    def unit_count(self) -> int:
-        models = len(self.variants) + self.needs_perceiver_vlm
-        per_seed = 2 + 3 * models  # data, reference, (stage 1, stage 2, evaluation) per model
+    def planned_units(self) -> list[str]:
+        """Every unit's kind (an `EXPECTED_S` key), in the order they run."""
+        models = [f"{PERCEIVER_VLM}/{stage}" for stage in ("stage1", "stage2") if self.trains_perceiver_vlm]
+        per_seed = ["data", "reference", *models, "eval"]  # the perceiver VLM is evaluated either way
+        per_seed += ["stage1", "stage2", "eval"] * len(self.variants)
         # MIR and layer similarity on every seed, the cost side by side on the first.
-        analyses = ("dpa" in self.variants) * (len(self.seeds) + 1)
-        return 1 + per_seed * len(self.seeds) + analyses
+        analyses = ["alignment"] * len(self.seeds) + ["cost"] if "dpa" in self.variants else []
+        return ["backbones", *per_seed * len(self.seeds), *analyses]
 
 
 def run_protocol(protocol: NanoProtocol) -> dict:
@@ -97,7 +114,9 @@ def run_protocol(protocol: NanoProtocol) -> dict:
 
     start = time.perf_counter()
     out = Path(protocol.out)
-    units = Units(out, total=protocol.unit_count)
+    planned = protocol.planned_units()
+    expected = sum(EXPECTED_S[kind] for kind in planned)
+    units = Units(out, total=len(planned), expected_s=expected, verbose=protocol.verbose)
     backbones = _backbones_unit(protocol, units)
     results: dict = {"seeds": {}, "backbones": backbones.result}
     for seed in protocol.seeds:
@@ -116,7 +135,7 @@ def run_protocol(protocol: NanoProtocol) -> dict:
     results["units"] = {name: {"wall_s": r.wall_s, "reused": r.reused} for name, r in units.done.items()}
     results["wall_s"] = round(time.perf_counter() - start, 1)
     report = write_report(protocol, results)
-    _print_summary(units, results["wall_s"], out)
+    _print_summary(report, out)
     return report
 
 
@@ -132,7 +151,10 @@ def _backbones_unit(protocol: NanoProtocol, units: Units):
         return {"from": str(source), "parts": checked["parts"]}
 
     return units.run(
-        "backbones", {"manifest": key_of({"text": manifest}), "tolerance": protocol.check_tolerance}, make
+        "backbones",
+        {"manifest": key_of({"text": manifest}), "tolerance": protocol.check_tolerance},
+        make,
+        EXPECTED_S["backbones"],
     )
 
 
@@ -146,42 +168,56 @@ def _seed_units(protocol: NanoProtocol, units: Units, seed: int, backbones_key: 
         _check_same_tokenizer(folder / "tokenizer", out / "backbones" / "tokenizer")
         return {"spec": asdict(spec), "caption_unigram_loss": _caption_unigram_loss(folder)}
 
-    data = units.run(f"{seed_dir}/data", {"spec": asdict(spec), "backbones": backbones_key}, make_data)
+    data = units.run(
+        f"{seed_dir}/data", {"spec": asdict(spec), "backbones": backbones_key}, make_data, EXPECTED_S["data"]
+    )
     data_dir = out / seed_dir / "data"
     reference = units.run(
         f"{seed_dir}/reference",
         {"data": data.key, "backbones": backbones_key},
         lambda folder: _reference_scores(protocol, out / "backbones", data_dir, folder),
+        EXPECTED_S["reference"],
     )
+    shipped_perceiver = None if protocol.train_perceiver else out / "backbones" / PERCEIVER_VLM_PART
+    placement = Placement(out / seed_dir, out / "backbones", data_dir, shipped_perceiver)
     models: dict[str, dict] = {}
     upstream = {"data": data.key, "backbones": backbones_key}
-    names = ([PERCEIVER_VLM] if protocol.needs_perceiver_vlm else []) + list(protocol.variants)
+    if not protocol.trains_perceiver_vlm:
+        models[PERCEIVER_VLM] = _shipped_perceiver_vlm(protocol, units, seed_dir, data_dir, upstream)
+    names = ([PERCEIVER_VLM] if protocol.trains_perceiver_vlm else []) + list(protocol.variants)
     for name in names:
         keys = dict(upstream)
         if (
             name != PERCEIVER_VLM
+            and protocol.trains_perceiver_vlm
             and VARIANTS[name].uses_perceiver
             and VARIANTS[name].perceiver_init != "untrained"
         ):
             keys["perceiver_vlm"] = models[PERCEIVER_VLM]["key"]
         stages = {}
         for stage in ("stage1", "stage2"):
-            settings, raw = _stage_settings(protocol, name, stage, seed)
+            settings, raw = stage_settings(
+                protocol.configs, name, stage, seed, placement, protocol.training_overrides
+            )
+            kind = f"{PERCEIVER_VLM}/{stage}" if name == PERCEIVER_VLM else stage
             stages[stage] = units.run(
                 f"{seed_dir}/{name}/{stage}",
                 {"settings": raw, **keys},
-                lambda folder, s=settings: _train(s),
+                lambda folder, s=settings: train_stage(s),
+                EXPECTED_S[kind],
             )
             keys = {**keys, "previous_stage": stages[stage].key}
-        evaluation = units.run(
-            f"{seed_dir}/{name}/eval",
-            {"model": stages["stage2"].key},
-            lambda folder, n=name: _evaluate(protocol, out / seed_dir / n / "stage2", data_dir, folder),
-        )
         models[name] = {
             "key": stages["stage2"].key,
             "folder": str(out / seed_dir / name / "stage2"),
-            "scores": evaluation.result,
+            "scores": _evaluation_unit(
+                protocol,
+                units,
+                f"{seed_dir}/{name}/eval",
+                stages["stage2"].key,
+                out / seed_dir / name / "stage2",
+                data_dir,
+            ),
             "training": {s: {"wall_s": r.wall_s, **r.result} for s, r in stages.items()},
         }
     return {
@@ -190,6 +226,30 @@ def _seed_units(protocol: NanoProtocol, units: Units, seed: int, backbones_key: 
         "reference": reference.result,
         "models": models,
     }
+
+
+def _evaluation_unit(protocol: NanoProtocol, units: Units, name: str, key: str, model: Path, data: Path):
+    """Unit `name`: the model in folder `model` (unit key `key`) on the benchmarks in `data`."""
+    return units.run(
+        name,
+        {"model": key},
+        lambda unit: evaluate_vlm(model, data, unit, protocol.eval_batch_size, protocol.max_new_tokens),
+        EXPECTED_S["eval"],
+    ).result
+
+
+def _shipped_perceiver_vlm(
+    protocol: NanoProtocol, units: Units, seed_dir: str, data_dir: Path, upstream: dict
+) -> dict:
+    """The shipped perceiver VLM as a model of the seed: scored on its benchmarks, with the
+    training it had (on the validation world) from the manifest."""
+    out = Path(protocol.out)
+    part = json.loads((out / "backbones" / "manifest.json").read_text())["parts"][PERCEIVER_VLM_PART]
+    key = key_of({**upstream, "shipped": PERCEIVER_VLM_PART})
+    folder = out / "backbones" / PERCEIVER_VLM_PART
+    scores = _evaluation_unit(protocol, units, f"{seed_dir}/{PERCEIVER_VLM}/eval", key, folder, data_dir)
+    training = {stage: {"wall_s": None, **part["training"][stage]} for stage in ("stage1", "stage2")}
+    return {"key": key, "folder": str(folder), "scores": scores, "training": training, "shipped": True}
 
 
 def _caption_unigram_loss(data_dir: Path) -> float:
@@ -202,94 +262,6 @@ def _caption_unigram_loss(data_dir: Path) -> float:
         for turn in record["conversations"][1::2]
     ]
     return unigram_entropy(captions)
-
-
-def _stage_settings(protocol: NanoProtocol, name: str, stage: str, seed: int) -> tuple[TrainSettings, dict]:
-    """configs/nano/<name>/<stage>.yaml with its `runs/nano/...` paths in the protocol's folder, the
-    seed, and the protocol's overrides; also the raw settings before the paths (the unit's input)."""
-    path = protocol.configs / name / f"{stage}.yaml"
-    raw = read_yaml(path)
-    raw["seed"] = seed
-    overridden = apply_overrides(raw, list(protocol.training_overrides))
-    out = Path(protocol.out).resolve()
-    mapping = {
-        f"{CONFIG_ROOT}/backbones": str(out / "backbones"),
-        f"{CONFIG_ROOT}/data": str(out / f"seed-{seed}" / "data"),
-        f"{CONFIG_ROOT}/": str(out / f"seed-{seed}") + "/",
-    }
-    settings = from_dict(
-        TrainSettings, _map_paths(raw, mapping), where=str(path), from_command_line=overridden
-    )
-    return settings, raw
-
-
-def _map_paths(node, mapping: dict[str, str]):
-    if isinstance(node, dict):
-        return {k: _map_paths(v, mapping) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_map_paths(v, mapping) for v in node]
-    if isinstance(node, str):
-        for prefix, target in mapping.items():
-            if node.startswith(prefix):
-                return target + node[len(prefix) :]
-    return node
-
-
-def _train(settings: TrainSettings) -> dict:
-    """One training stage in a fresh process: a long-lived one that has trained before runs the
-    next stage ~1.5x slower (its heap grows to gigabytes and a fifth of its time goes to the
-    kernel; docs/nano_world.md, "Budgets"), and a stage's memory is released when it ends."""
-    with worker_pool(1) as pool:
-        return pool.submit(_train_here, settings).result()
-
-
-def _train_here(settings: TrainSettings) -> dict:
-    from ..training.curves import loss_curve
-    from ..training.run import train
-
-    trainer = train(settings)
-    history = trainer.state.log_history
-    losses = loss_curve(history)
-    summary = next((row for row in reversed(history) if "train_runtime" in row), {})
-    result = {
-        "steps": trainer.state.global_step,
-        "train_runtime_s": summary.get("train_runtime"),
-        "final_loss": losses[-1][1] if losses else summary.get("train_loss"),
-        "loss_curve": losses,
-    }
-    # No teardown: the process ends with the stage, and its daemonic loader worker with it
-    # (joining that worker here took 1-5 s per stage).
-    return result
-
-
-def _load(folder: Path):
-    from ..modeling import PrealignForConditionalGeneration
-    from ..processing import PrealignProcessor
-
-    return PrealignForConditionalGeneration.from_pretrained(str(folder)), PrealignProcessor.from_pretrained(
-        str(folder)
-    )
-
-
-def _evaluate(protocol: NanoProtocol, model_folder: Path, data_dir: Path, folder: Path) -> dict:
-    from ..evaluation import run_benchmark
-
-    model, processor = _load(model_folder)
-    scores = {
-        group: run_benchmark(
-            model,
-            processor,
-            data_dir / "bench" / f"{group}.json",
-            folder,
-            image_root=data_dir / "images",
-            batch_size=protocol.eval_batch_size,
-            max_new_tokens=protocol.max_new_tokens,
-        )
-        for group in BENCHMARK_GROUPS
-    }
-    del model
-    gc.collect()
-    return scores
 
 
 def _reference_scores(protocol: NanoProtocol, backbones: Path, data_dir: Path, folder: Path) -> dict:
@@ -331,7 +303,7 @@ def _alignment_unit(protocol: NanoProtocol, units: Units, seed: int, models: dic
     def make(folder: Path) -> dict:
         reports = {}
         for name, model_info in models.items():
-            model, processor = _load(Path(model_info["folder"]))
+            model, processor = load_vlm(Path(model_info["folder"]))
             source = DataSource(str(Path(data) / "instruct.json"), str(Path(data) / "images"))
             batches = sample_batches(processor, source, protocol.alignment_samples, batch_size=16)
             reports[name] = AlignmentReport.of(collect_layer_states(model, batches))
@@ -341,7 +313,7 @@ def _alignment_unit(protocol: NanoProtocol, units: Units, seed: int, models: dic
         return {name: r.to_dict() for name, r in reports.items()}
 
     inputs = {"models": {n: m["key"] for n, m in models.items()}, "samples": protocol.alignment_samples}
-    return units.run(f"seed-{seed}/alignment", inputs, make)
+    return units.run(f"seed-{seed}/alignment", inputs, make, EXPECTED_S["alignment"])
 
 
 def _cost_unit(protocol: NanoProtocol, units: Units, seed: int, models: dict):
@@ -352,7 +324,7 @@ def _cost_unit(protocol: NanoProtocol, units: Units, seed: int, models: dict):
     from ..analysis.speed import BenchSettings, Contender, run_bench
 
     def make(folder: Path) -> dict:
-        loaded = {name: _load(Path(m["folder"])) for name, m in models.items()}
+        loaded = {name: load_vlm(Path(m["folder"])) for name, m in models.items()}
         cost = {}
         for name, (model, processor) in loaded.items():
             sample = one_image_sample(processor, "describe the scene.")
@@ -379,6 +351,7 @@ def _cost_unit(protocol: NanoProtocol, units: Units, seed: int, models: dict):
             "decode_timing": "bench",
         },
         make,
+        EXPECTED_S["cost"],
     )
 
 
@@ -394,8 +367,13 @@ def _check_same_tokenizer(data_tokenizer: Path, backbone_tokenizer: Path) -> Non
         )
 
 
-def _print_summary(units: Units, wall_s: float, out: Path) -> None:
-    print("\nunit wall times:")
-    for name, result in units.done.items():
-        print(f"  {name:<36}{result.wall_s:>8.0f} s{' (reused)' if result.reused else ''}")
-    print(f"total {wall_s:.0f} s; report: {out / 'report.md'}")
+def _print_summary(report: dict, out: Path) -> None:
+    """What the run found, on the terminal's last screen: the main table, the claims, where the
+    report is, and how long the run took."""
+    from .report import claims_table, main_table
+
+    print("\n" + "\n".join(main_table(report)))
+    print("\n" + "\n".join(claims_table(report)))
+    print(f"\nreport: {out / 'report.md'} (plots beside it)")
+    made = report["compute_s"] - sum(u["wall_s"] for u in report["units"].values() if u["reused"])
+    print(f"wall time {report['wall_s'] / 60:.1f} min ({made / 60:.1f} min of units made in this run)")

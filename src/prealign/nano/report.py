@@ -118,6 +118,9 @@ def build_report(protocol, results: dict) -> dict:
         "stage1_caption_loss": {n: {"mean": m, "std": sd} for n, (m, sd) in stage1.items()},
         "caption_unigram_loss": {"mean": unigram[0], "std": unigram[1]},
         "forgetting_reduction": reduction,
+        "shipped_perceiver_vlm": bool(
+            results["seeds"][seeds[0]]["models"].get(PERCEIVER_VLM, {}).get("shipped")
+        ),
         "alignment": _alignment(results.get("alignment"), seeds),
         "cost": _cost(results.get("cost")),
         "units": results["units"],
@@ -313,7 +316,13 @@ def render_markdown(report: dict) -> str:
     lines = ["# Nano protocol report", "", summary_line(report), "", "## Main table", "", *main_table(report)]
     lines += [
         "",
-        f"`{PERCEIVER_VLM}` is the small VLM (perceiver LM as its LM) that DPA's perceiver starts from.",
+        f"`{PERCEIVER_VLM}` is the small VLM (perceiver LM as its LM) that DPA's perceiver starts from"
+        + (
+            ": the shipped one, trained once on the validation world (its stage-1 loss and training "
+            "curves are from there) and scored here on each seed's benchmarks."
+            if report["shipped_perceiver_vlm"]
+            else ", trained on each seed."
+        ),
         "",
         "## Per question kind (image benchmarks)",
         "",
