@@ -71,3 +71,48 @@ def test_bench_offers_every_attention_the_model_supports():
     bench = build_parser()._subparsers._group_actions[0].choices["bench"]
     (attention,) = [a for a in bench._actions if a.dest == "attn_implementation"]
     assert "flex_attention" in attention.choices
+
+
+def _beam_cases(tmp_path):
+    from qwen_fixtures import qwen_dpa
+
+    return {"siglip": tiny_model("dpa"), "native_resolution": qwen_dpa(tmp_path / "qwen", "dpa")}
+
+
+@pytest.mark.parametrize("layout", ["siglip", "native_resolution"])
+@pytest.mark.parametrize("how", [{"num_beams": 2}, {"num_beams": 3, "num_return_sequences": 2}])
+def test_beam_search_and_several_sequences_keep_each_samples_images(tmp_path, layout, how):
+    """A batch of a two-image sample and a one-image sample, generated with beams / several
+    sequences per prompt: every copy of a sample reads that sample's images - its logits at every
+    step equal those of the sample generated alone (transformers' row-by-row repeat would give the
+    first copy of sample 0 its first image twice, and a native-resolution tower's patch rows each
+    twice)."""
+    import torch
+    from conftest import random_image
+
+    torch.manual_seed(0)
+    model, processor = _beam_cases(tmp_path)[layout]
+    images = [random_image(1, (56, 40)), random_image(2, (32, 48)), random_image(3, (40, 40))]
+    questions = [(images[:2], "compare them"), (images[2:], "what is it?")]
+
+    def inputs(samples):
+        return processor(
+            text=[processor.apply_chat_template([processor.user_turn(q, p)]) for p, q in samples],
+            images=[p for p, _ in samples],
+            instructions=[q for _, q in samples],
+        )
+
+    def first_logits(samples, **options):
+        options.update(max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+        return model.generate(**inputs(samples), **options).logits[0]
+
+    together = first_logits(questions, **how)
+    beams = how["num_beams"]
+    for sample in range(len(questions)):
+        # Every beam's first step reads the prompt alone: greedy's first logits, with no copies.
+        alone = first_logits(questions[sample : sample + 1])
+        got = together[sample * beams : (sample + 1) * beams]
+        assert torch.allclose(got, alone.expand_as(got), atol=1e-4), (sample, (got - alone).abs().max())
+    # The images matter: sample 0 with its images in the other order reads otherwise.
+    swapped = first_logits([(images[1::-1], "compare them")])
+    assert not torch.allclose(swapped, first_logits(questions[:1]), atol=1e-3)

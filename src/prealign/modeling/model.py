@@ -18,7 +18,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..config import PrealignConfig
-from ..image_span import grid_token_counts, per_image_pixels, select_images, split_per_image
+from ..image_span import PER_IMAGE_INPUTS, grid_token_counts, per_image_pixels, select_images, split_per_image
 from .cache_naming import CACHE_NAME, cache_of, resolve_cache
 from .checks import check_context, eager_checks
 from .feature_cache import ImageFeatureCache
@@ -413,6 +413,34 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
                 new = max(0, kwargs.get("max_length", config.max_length) - prompt_tokens)
             check_context(prompt_tokens, new, self.config.text_config.max_position_embeddings)
         return super().generate(inputs, generation_config, **kwargs)
+
+    def _expand_inputs_for_generation(
+        self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None, **model_kwargs
+    ):
+        """transformers repeats every input row by row for beam search and several sequences per
+        prompt; the per-image inputs (a sample's several images, a native-resolution tower's patch
+        rows) are repeated sample by sample instead, so every copy of a sample keeps its images."""
+        if expand_size == 1:
+            return input_ids, model_kwargs
+        images = {k: model_kwargs.pop(k) for k in PER_IMAGE_INPUTS if k in model_kwargs}
+        images = {k: v for k, v in images.items() if v is not None}
+        input_ids_before = input_ids
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size, is_encoder_decoder, input_ids, **model_kwargs
+        )
+        if images:
+            if input_ids_before is None:
+                raise ValueError(
+                    "Expanding image inputs (num_beams or num_return_sequences > 1) needs input_ids: they "
+                    "say which images belong to which sample."
+                )
+            per_sample = (input_ids_before == self.config.image_start_token_id).sum(-1).tolist()
+            order, start = [], 0
+            for count in per_sample:
+                order += list(range(start, start + count)) * expand_size
+                start += count
+            model_kwargs.update(select_images(images, order))
+        return input_ids, model_kwargs
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
         cache = resolve_cache(kwargs.pop("cache", None), kwargs.pop("past_key_values", None))
