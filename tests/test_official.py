@@ -111,11 +111,13 @@ def test_the_converted_model_prompts_and_computes_as_the_authors_code(converted,
             perceiver_input_ids=theirs["perceiver_input_ids"],
             perceiver_attention_mask=theirs["perceiver_attention_mask"],
         ).logits
+    # Recorded with 2 CPU threads, where both give 0.0 difference; other thread counts sum in another
+    # order (1 thread: logits of about +-50 differ by up to 2.3e-5), hence a tolerance of fp32 rounding.
     torch.testing.assert_close(states[0], theirs["span_states"], rtol=0, atol=1e-5)
     real = mask.bool()
-    torch.testing.assert_close(logits[..., :1024][real], theirs["logits_head"][real], rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits[..., :1024][real], theirs["logits_head"][real], rtol=0, atol=1e-4)
     torch.testing.assert_close(
-        logits.logsumexp(-1)[real], theirs["logits_logsumexp"][real], rtol=0, atol=1e-5
+        logits.logsumexp(-1)[real], theirs["logits_logsumexp"][real], rtol=0, atol=1e-4
     )
 
 
