@@ -156,3 +156,22 @@ def test_a_short_request_is_not_held_back_by_a_long_one(slice_tokens):
         short = pool.submit(ask, "short", 2)
         assert long.result()["usage"]["completion_tokens"] > 100 and short.result()
     assert finished == (["short", "long"] if slice_tokens else ["long", "short"])
+
+
+def test_a_reply_answered_by_the_worker_leaves_a_cache_the_next_turn_continues_from():
+    """The worker takes a finished reply out of its turns; the reply's KV cache stays whole, and
+    the conversation's next turn continues from it and answers as a fresh reply would."""
+    from prealign.serving.batching import Batcher, Job
+
+    torch.manual_seed(0)
+    model, processor = tiny_model("dpa")
+    conversations = Conversations(model, processor, 0)
+    batcher = Batcher(conversations, max_batch=4, slice_tokens=4)
+    options = {"max_new_tokens": 10, "temperature": 0.0, "top_p": 1.0, "stop": ["zzz"]}  # answered alone
+    first = CONVERSATIONS[0]
+    reply = batcher.submit(Job(conversations.prepare(first, 10), options, deadline=float("inf"))).result(60)
+    second = [*first, {"role": "assistant", "content": reply.text}, *_ask("and now?")]
+    again = batcher.submit(Job(conversations.prepare(second, 10), options, deadline=float("inf"))).result(60)
+    assert again.reused_tokens > 0
+    fresh = Conversations(model, processor, 0).reply(second, max_new_tokens=10, stop=["zzz"])
+    assert again.text == fresh.text and again.completion_tokens == fresh.completion_tokens

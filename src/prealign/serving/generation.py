@@ -139,14 +139,15 @@ class Generation:
         replies = self.replies()
         taken = [(self.rows[row], replies[row]) for row in ended]
         keep = [row for row in range(len(self.rows)) if row not in ended]
+        self.rows, self.finished = [self.rows[row] for row in keep], not keep
+        if not keep:  # nothing left to run: the cache stays whole (a finished reply's is reused)
+            return taken
         index = torch.tensor(keep, dtype=torch.long, device=self.input_ids.device)
         self.input_ids, self.attention_mask = self.input_ids[index], self.attention_mask[index]
         self.cache.batch_select_indices(index)
         if self._rope_deltas is not None:
             self._rope_deltas = self._rope_deltas[index]
         self.max_new_tokens = [self.max_new_tokens[row] for row in keep]
-        self.rows = [self.rows[row] for row in keep]
-        self.finished = not keep
         return taken
 
     def _new_tokens(self, row: int) -> list[int]:
