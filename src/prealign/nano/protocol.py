@@ -41,16 +41,16 @@ from .units import Units, key_of
 # Seconds each unit took on the reference machine (2-core AMD EPYC, quick preset, 2026-12-06):
 # the progress line's estimate of the time left scales them by how this machine is doing.
 EXPECTED_S = {
-    "backbones": 60,
-    "data": 5,
-    "reference": 5,
-    "stage1": 45,
-    "stage2": 200,
-    "perceiver-vlm/stage1": 25,
-    "perceiver-vlm/stage2": 90,
-    "eval": 10,
-    "alignment": 15,
-    "cost": 30,
+    "backbones": 17,
+    "data": 6,
+    "reference": 2,
+    "stage1": 58,
+    "stage2": 310,
+    "perceiver-vlm/stage1": 22,
+    "perceiver-vlm/stage2": 110,
+    "eval": 12,
+    "alignment": 5,
+    "cost": 6,
 }
 PRESETS: dict[str, dict] = {
     "quick": {"variants": ("baseline", "dpa"), "seeds": (0,)},

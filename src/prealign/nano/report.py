@@ -304,8 +304,9 @@ def summary_line(report: dict) -> str:
 
 
 def readme_section(report: dict, folder: str) -> str:
-    """The README's nano results, from a report.json whose plots lie in `folder` (README-relative)."""
-    lines = [summary_line(report), "", *main_table(report), "", *kinds_table(report), "", RULE, ""]
+    """The README's nano results, from a report.json whose plots lie in `folder` (README-relative);
+    the per-kind table stays in the report."""
+    lines = [summary_line(report), "", *main_table(report), "", RULE, ""]
     lines += [*claims_table(report), "", f"![nano scores]({folder}/scores.png)"]
     return "\n".join(lines) + "\n"
 
