@@ -144,10 +144,20 @@ def test_the_same_units_twice_give_identical_weights_and_report(quick_run, tiny_
 def test_train_perceiver_trains_the_perceiver_vlm_on_the_seed_and_dpa_starts_from_it(
     tiny_backbones, tmp_path
 ):
-    report = run_protocol(_protocol(tmp_path, tiny_backbones, train_perceiver=True))
+    """Also from backbones without a perceiver VLM (an earlier version's), which a run that starts
+    from the shipped one refuses, naming the way out."""
+    older = tmp_path / "older_backbones"
+    shutil.copytree(tiny_backbones, older)
+    shutil.rmtree(older / "perceiver_vlm")
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["parts"]["perceiver_vlm"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="--train-perceiver"):
+        run_protocol(_protocol(tmp_path / "refused", older))
+    report = run_protocol(_protocol(tmp_path / "run", older, train_perceiver=True))
     assert {"seed-0/perceiver-vlm/stage1", "seed-0/perceiver-vlm/stage2"} <= set(report["units"])
     assert not report["shipped_perceiver_vlm"]
-    settings = json.loads((tmp_path / "seed-0/dpa/stage1/unit.json").read_text())["inputs"]
+    settings = json.loads((tmp_path / "run/seed-0/dpa/stage1/unit.json").read_text())["inputs"]
     assert "perceiver_vlm" in settings  # DPA's stage 1 is keyed on the seed's own perceiver VLM
     assert len(report["units"]) == len(_protocol(tmp_path, None, train_perceiver=True).planned_units())
 

@@ -364,14 +364,16 @@ def format_manifest(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def recheck_backbones(folder: str | Path, tolerance: float = 0.05) -> dict:
+def recheck_backbones(folder: str | Path, tolerance: float = 0.05, perceiver_vlm: bool = True) -> dict:
     """Measure every part of a backbone folder again; fail if a score drifted from its manifest.
+    `perceiver_vlm=False`: a folder without the perceiver VLM will do (a run that trains its own).
 
     Greedy answers can flip on near-ties between CPU kernels, hence a tolerance, not equality.
     """
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    if PERCEIVER_VLM_PART not in manifest["parts"]:
+    has_perceiver_vlm = PERCEIVER_VLM_PART in manifest["parts"]
+    if perceiver_vlm and not has_perceiver_vlm:
         raise ValueError(
             f"{folder} has no perceiver VLM (made by this version of `prealign nano backbones`): run "
             f"`prealign nano backbones {folder}` to add it to the parts there, or train it per seed "
@@ -383,9 +385,12 @@ def recheck_backbones(folder: str | Path, tolerance: float = 0.05) -> dict:
         "lm_perceiver": evaluate_language_model(folder / "lm_perceiver", budget["eval_per_kind"]),
         "lm_target": evaluate_language_model(folder / "lm_target", budget["eval_per_kind"]),
     }
-    with tempfile.TemporaryDirectory() as work:
-        data = validation_world(BackboneBudget(**{**asdict(BackboneBudget()), **budget}), Path(work) / "data")
-        fresh[PERCEIVER_VLM_PART] = vlm_scores(evaluate_vlm(folder / PERCEIVER_VLM_PART, data, Path(work)))
+    if has_perceiver_vlm:
+        with tempfile.TemporaryDirectory() as work:
+            world = BackboneBudget(**{**asdict(BackboneBudget()), **budget})
+            data = validation_world(world, Path(work) / "data")
+            scores = evaluate_vlm(folder / PERCEIVER_VLM_PART, data, Path(work))
+            fresh[PERCEIVER_VLM_PART] = vlm_scores(scores)
     drifts = []
     for part, scores in fresh.items():
         recorded = manifest["parts"][part]["scores"]

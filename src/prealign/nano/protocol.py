@@ -146,7 +146,7 @@ def _backbones_unit(protocol: NanoProtocol, units: Units):
     def make(folder: Path) -> dict:
         if source.resolve() != folder.resolve():
             shutil.copytree(source, folder, dirs_exist_ok=True)
-        checked = recheck_backbones(folder, protocol.check_tolerance)
+        checked = recheck_backbones(folder, protocol.check_tolerance, not protocol.train_perceiver)
         print(format_manifest(checked))
         return {"from": str(source), "parts": checked["parts"]}
 
