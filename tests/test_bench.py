@@ -11,8 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prealign.analysis.paper_scale import LANGUAGE_MODELS, TARGETS, VISION_TOWERS, forward_flops, part_cost
 from prealign.analysis.paper_scale import scale_ratios as paper_scale_ratios
-from prealign.analysis.speed import BenchSettings, format_bench, preset_contenders, run_bench
+from prealign.analysis.speed import BenchSettings, format_bench, run_bench
 from prealign.cli import main
+from prealign.commands.bench import preset_contenders
 from prealign.tiny import tiny_causal_lm
 
 

@@ -11,7 +11,7 @@ import pytest
 from data_fixtures import write_images
 
 from prealign.data import IGNORE_INDEX, DataSource, LlavaDataset
-from prealign.data.conversation import encode_chat
+from prealign.data.encoding import encode_chat
 from prealign.processing import PrealignProcessor
 from prealign.tiny import tiny_image_processor, tiny_tokenizer
 

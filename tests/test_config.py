@@ -37,7 +37,7 @@ def test_paper_ablation_table_is_complete():
 def test_every_variant_builds_and_runs_from_config(name, images):
     variant = VARIANTS[name]
     model, processor = tiny_model("dpa" if variant.uses_perceiver else "baseline", **variant.config)
-    assert model.config.is_dpa == variant.uses_perceiver
+    assert model.config.uses_perceiver == variant.uses_perceiver
     out = model(**mixed_batch(processor, images))
     assert torch.isfinite(out.logits).all()
 
@@ -54,7 +54,7 @@ def test_span_length_counts_markers_only_for_dpa_with_markers():
     baseline = PrealignConfig(
         vision_config=tiny_vision_tower("clip").config, text_config=tiny_causal_lm("qwen3").config
     )
-    assert not baseline.is_dpa and baseline.image_span_length == 17
+    assert not baseline.uses_perceiver and baseline.image_span_length == 17
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ from test_training import save_tiny, stage_config
 from transformers import AutoModel, AutoModelForCausalLM
 
 from prealign import PrealignForConditionalGeneration
+from prealign.assembly import check_parts
 from prealign.training import train
-from prealign.training.run import _check_parts
 from prealign.training.settings import SHIPPED_CONFIGS, load_settings
 from prealign.variants import VARIANTS
 
@@ -44,7 +44,7 @@ def test_config_loads_with_a_complete_model_source(path):
         "runs/nano/" if path.is_relative_to(CONFIGS / "nano") else "outputs/"
     )
     if settings.model.checkpoint is None:
-        _check_parts(settings.model, VARIANTS[settings.model.variant])
+        check_parts(settings.model, VARIANTS[settings.model.variant])
     assert settings.stage == ("align" if path.name == "stage1.yaml" else "finetune")
     assert settings.data.files
 
@@ -173,8 +173,8 @@ def test_every_official_row_builds_at_full_size_on_the_meta_device(tmp_path):
 
     from prealign import PrealignProcessor
     from prealign.analysis.paper_scale import LANGUAGE_MODELS, VISION_TOWERS
+    from prealign.assembly import dpa_from_perceiver_vlm
     from prealign.tiny import tiny_image_processor
-    from prealign.training.initialization import dpa_from_perceiver_vlm
 
     published = {"Qwen/Qwen3-4B": "Qwen3-4B", "Qwen/Qwen3-0.6B": "Qwen3-0.6B"}
     tokenizer = qwen_tokenizer(tmp_path / "tokenizer")
@@ -210,7 +210,7 @@ def test_every_official_row_builds_at_full_size_on_the_meta_device(tmp_path):
         assert (
             model.model.vision_tower.merger.mlp[-1].out_features == model.config.first_lm_config.hidden_size
         )
-        if model.config.is_dpa and model.config.perceiver_blocks == "lm":
+        if model.config.uses_perceiver and model.config.perceiver_blocks == "lm":
             assert model.config.perceiver_mrope_section == [16, 24, 24], row
     billions = {row: sum(p.numel() for p in m.parameters()) / 1e9 for row, m in built.items()}
     assert 4.6 < billions["baseline"] < 4.8 and 5.2 < billions["dpa"] < 5.5  # ViT 0.67B, Qwen3 4.0B/0.6B

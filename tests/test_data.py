@@ -73,7 +73,7 @@ def test_labels_agree_with_the_templates_own_assistant_mask(dpa):
             {"role": {"human": "user", "gpt": "assistant"}.get(t["from"], t["from"]), "content": t["value"]}
             for t in record["conversations"]
         ]
-        from prealign.data.conversation import encode_chat
+        from prealign.data.encoding import encode_chat
 
         ids, labels = encode_chat(messages, processor)
         out = tok.apply_chat_template(

@@ -45,7 +45,7 @@ def test_the_exported_perceiver_is_a_small_vlm_whose_span_states_are_the_perceiv
     small = PrealignForConditionalGeneration.from_pretrained(tmp_path / "perceiver").eval()
     small_processor = PrealignProcessor.from_pretrained(tmp_path / "perceiver")
     assert (
-        not small.config.is_dpa
+        not small.config.uses_perceiver
         and small.config.text_config.hidden_size == model.config.perceiver_text_config.hidden_size
     )
     model.eval()

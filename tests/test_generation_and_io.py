@@ -163,7 +163,7 @@ def test_from_parts_keeps_the_parts_weights_exactly(tmp_path):
 def test_from_parts_baseline_has_no_perceiver():
     model, processor = tiny_model("baseline")
     assert model.model.perceiver is None and model.model.aligner is None
-    assert not model.config.is_dpa and not processor.use_perceiver
+    assert not model.config.uses_perceiver and not processor.uses_perceiver
 
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])

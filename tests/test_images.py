@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prealign.data.records import load_image
+from prealign.data.records import load_record_image
 from prealign.images import BACKGROUND, to_rgb
 
 
@@ -84,5 +84,5 @@ def test_a_mode_with_no_rgb_reading_is_refused_naming_it_and_the_file(tmp_path):
 
 def test_training_data_reads_images_through_it(tmp_path):
     Image.new("RGBA", (2, 2), (0, 0, 0, 0)).save(tmp_path / "clear.png")
-    loaded = load_image(tmp_path, "clear.png", tmp_path / "data.json", "r0")
+    loaded = load_record_image(tmp_path, "clear.png", tmp_path / "data.json", "r0")
     assert np.asarray(loaded).tolist() == [[list(BACKGROUND)] * 2] * 2  # not black

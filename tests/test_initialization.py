@@ -7,8 +7,8 @@ import torch
 from test_model import mixed_batch
 
 from prealign import PrealignProcessor
+from prealign.assembly import dpa_from_perceiver_vlm, reinitialize_perceiver_lm
 from prealign.tiny import tiny_causal_lm, tiny_image_processor, tiny_model, tiny_tokenizer
-from prealign.training.initialization import dpa_from_perceiver_vlm, reinitialize_perceiver_lm
 
 
 @pytest.fixture

@@ -13,7 +13,13 @@ from transformers import AutoTokenizer, Qwen3ForCausalLM, SiglipModel
 
 from prealign.nano import NanoDataSpec, build_nano_data
 from prealign.nano import pretraining as nb
-from prealign.nano.backbones import PARTS, PRETRAINED_PARTS, TINY_BUDGET, BackboneBudget, recheck_backbones
+from prealign.nano.backbones import (
+    BACKBONES,
+    PRETRAINED_PARTS,
+    TINY_BUDGET,
+    BackboneBudget,
+    recheck_backbones,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +82,11 @@ def test_one_command_builds_every_backbone_with_a_manifest_and_reuses_them(tmp_p
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     manifest = json.loads((tmp_path / "nb/manifest.json").read_text())
-    assert set(manifest["parts"]) == set(PARTS)
+    assert set(manifest["parts"]) == set(BACKBONES)
     assert "nano backbones" in manifest["command"] and manifest["seed"] == 0
     assert 0 <= manifest["parts"]["vit"]["scores"]["top1"] <= 1
     assert "arithmetic" in manifest["parts"]["lm_target"]["scores"]
-    for folder in PARTS:
+    for folder in BACKBONES:
         weights = load_file(tmp_path / "nb" / folder / "model.safetensors")
         assert {t.dtype for t in weights.values()} == {torch.bfloat16}  # what ships is what was scored
         assert not list((tmp_path / "nb" / folder).glob("checkpoint-*"))
@@ -99,7 +105,7 @@ def test_one_command_builds_every_backbone_with_a_manifest_and_reuses_them(tmp_p
     assert {"stage1", "stage2"} <= set(vlm["training"]) and "perception" in vlm["scores"]
     assert not (tmp_path / "nb/perceiver_vlm.work").exists()
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0 and second.stdout.count("reused") == len(PARTS)
+    assert second.returncode == 0 and second.stdout.count("reused") == len(BACKBONES)
 
 
 @pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 from prealign.cli import main
 from prealign.data import DataSource, LlavaDataset
 from prealign.data.check import check_data
-from prealign.data.conversation import IGNORE_INDEX
+from prealign.data.encoding import IGNORE_INDEX
 from prealign.nano import BENCHMARK_GROUPS, NanoDataSpec, build_nano_data, render, sample_scene
 from prealign.nano.language import (
     arithmetic,

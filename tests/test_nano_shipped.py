@@ -7,7 +7,13 @@ import json
 import pytest
 from safetensors import safe_open
 
-from prealign.nano.backbones import PARTS, BackboneBudget, budget_record, recheck_backbones, shipped_backbones
+from prealign.nano.backbones import (
+    BACKBONES,
+    BackboneBudget,
+    budget_record,
+    recheck_backbones,
+    shipped_backbones,
+)
 
 MAX_SHIPPED_BYTES = 30 * 2**20
 
@@ -25,7 +31,7 @@ def test_shipped_files_are_small_bf16_and_complete():
     folder = shipped_backbones()
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert total <= MAX_SHIPPED_BYTES, total
-    for part in PARTS:
+    for part in BACKBONES:
         with safe_open(folder / part / "model.safetensors", "pt") as f:
             assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"BF16"}  # noqa: SIM118
     manifest = json.loads((folder / "manifest.json").read_text())

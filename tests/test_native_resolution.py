@@ -28,14 +28,14 @@ from transformers import (
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRotaryEmbedding
 
 from prealign import PrealignForConditionalGeneration, PrealignProcessor
+from prealign.assembly import ModelSettings, build_model_and_processor
 from prealign.data import DataSource, LlavaDataset, PrealignCollator
 from prealign.data.check import check_data
 from prealign.modeling.feature_cache import ImageFeatureCache
 from prealign.modeling.rotary import MultimodalRotaryEmbedding, multimodal_positions
 from prealign.tiny import tiny_causal_lm, tiny_vision_tower
 from prealign.training import build_trainer
-from prealign.training.run import build_model_and_processor
-from prealign.training.settings import ModelSettings, TrainSettings, from_dict
+from prealign.training.settings import TrainSettings, from_dict
 
 SIZES = [(40, 48), (100, 60), (150, 150)]  # (height, width): 2, 8 and 9 image tokens
 

@@ -169,7 +169,7 @@ def test_auto_processor_loads_a_saved_models_processor_configured_by_its_config(
     processor.save_pretrained(tmp_path)
     loaded = AutoProcessor.from_pretrained(tmp_path)
     assert isinstance(loaded, PrealignProcessor)
-    assert (loaded.num_image_tokens, loaded.use_perceiver, loaded.early_fusion) == (
+    assert (loaded.num_image_tokens, loaded.uses_perceiver, loaded.early_fusion) == (
         model.config.image_seq_length,
         True,
         early_fusion,
@@ -227,7 +227,7 @@ def test_the_processor_is_a_transformers_processor_saved_in_its_layout(tmp_path,
 @pytest.mark.parametrize("settings_file", ["processor_config.json", "prealign_processor.json"])
 def test_processors_saved_by_earlier_prealign_versions_still_load(tmp_path, images, settings_file):
     """Earlier versions saved the image processor as its own `preprocessor_config.json` beside a
-    settings file (named `prealign_processor.json` in 0.1)."""
+    settings file (named `prealign_processor.json` in 0.1), and named `uses_perceiver` `use_perceiver`."""
     import json
 
     _, processor = tiny_model("dpa", early_fusion=True)
@@ -235,7 +235,7 @@ def test_processors_saved_by_earlier_prealign_versions_still_load(tmp_path, imag
     processor.tokenizer.save_pretrained(tmp_path)
     settings = {
         "num_image_tokens": processor.num_image_tokens,
-        "use_perceiver": True,
+        "use_perceiver": True,  # the name earlier versions wrote
         "early_fusion": True,
         "image_token": "<image>",
         "image_start_token": "<image_start>",
@@ -243,7 +243,7 @@ def test_processors_saved_by_earlier_prealign_versions_still_load(tmp_path, imag
     }
     (tmp_path / settings_file).write_text(json.dumps(settings))
     loaded = PrealignProcessor.from_pretrained(tmp_path)
-    assert (loaded.num_image_tokens, loaded.use_perceiver, loaded.early_fusion) == (
+    assert (loaded.num_image_tokens, loaded.uses_perceiver, loaded.early_fusion) == (
         processor.num_image_tokens,
         True,
         True,

@@ -8,13 +8,15 @@ import pytest
 from data_fixtures import INSTRUCT, write_llava_set
 from test_training import save_tiny, settings_for
 
+from prealign.assembly import ModelSettings, check_parts, dpa_from_perceiver_vlm
 from prealign.cli import build_parser
 from prealign.data import DataError, LlavaDataset
 from prealign.tiny import tiny_causal_lm, tiny_model
-from prealign.training.initialization import dpa_from_perceiver_vlm
+from prealign.training import build_trainer
 from prealign.training.recipes import RECIPES
 from prealign.training.run import training_arguments
-from prealign.training.settings import TrainSettings, from_dict
+from prealign.training.settings import TrainSettings, from_dict, with_stage_defaults
+from prealign.variants import VARIANTS
 
 
 def test_a_dpa_made_from_a_perceiver_vlm_reads_its_tower_as_the_vlm_did():
@@ -34,14 +36,57 @@ def test_a_global_batch_that_does_not_divide_is_refused(tmp_path):
         tmp_path, data, save_tiny(tmp_path / "ckpt"), global_batch_size=5, per_device_batch_size=2
     )
     with pytest.raises(ValueError, match=r"global_batch_size 5 is not a multiple of .* \(2 x 1 = 2\)"):
-        training_arguments(settings, RECIPES["finetune"])
+        training_arguments(with_stage_defaults(settings))
 
 
 def test_a_warmup_ratio_of_one_or_more_is_refused_not_read_as_steps(tmp_path):
     data = write_llava_set(tmp_path / "data")
     settings = settings_for(tmp_path, data, save_tiny(tmp_path / "ckpt"), warmup_ratio=3)
     with pytest.raises(ValueError, match=r"warmup_ratio must be in \[0, 1\), got 3"):
-        training_arguments(settings, RECIPES["finetune"])
+        training_arguments(with_stage_defaults(settings))
+
+
+def test_a_value_given_is_used_even_when_it_is_zero(tmp_path):
+    """Unset values take the stage's defaults once; a 0 given (here: a vision tower that must not
+    move) is not replaced by the recipe's default, as `x or recipe.x` did."""
+    data = write_llava_set(tmp_path / "data")
+    settings = settings_for(tmp_path, data, save_tiny(tmp_path / "ckpt"), vision_learning_rate=0.0)
+    trainer = build_trainer(settings)
+    vision = {id(p) for p in trainer.model.model.vision_tower.parameters()}
+    groups = trainer.create_optimizer().param_groups
+    rates = {group["lr"] for group in groups if id(group["params"][0]) in vision}
+    assert rates == {0.0}
+    unset = with_stage_defaults(TrainSettings(stage="finetune", output_dir="out"))
+    recipe = RECIPES["finetune"]
+    assert (unset.vision_learning_rate, unset.learning_rate, unset.epochs) == (
+        recipe.vision_learning_rate,
+        recipe.learning_rate,
+        recipe.epochs,
+    )
+    assert (unset.data.max_length, unset.global_batch_size) == (recipe.max_length, recipe.global_batch_size)
+    explicit = dict(epochs=0, warmup_ratio=0.0, global_batch_size=4)
+    filled = with_stage_defaults(TrainSettings(stage="finetune", output_dir="out", **explicit))
+    assert (filled.epochs, filled.warmup_ratio, filled.global_batch_size) == (0, 0.0, 4)
+    assert with_stage_defaults(filled) == filled
+
+
+@pytest.mark.parametrize(
+    "ignored,value",
+    [
+        ("vision", "other"),
+        ("perceiver", "other"),
+        ("perceiver_tokenizer", "other"),
+        ("image_processor", {"size": 1}),
+    ],
+)
+def test_parts_a_perceiver_vlm_brings_are_refused_beside_it(ignored, value):
+    """A perceiver VLM brings its tower, image processor, perceiver LM and tokenizer: one given as
+    well would be ignored (the first three silently, before), and another model trained than the
+    settings name."""
+    settings = ModelSettings("dpa", text="target", perceiver_vlm="vlm", **{ignored: value})
+    with pytest.raises(ValueError, match=rf"`{ignored}` cannot apply with `perceiver_vlm` \(vlm\)"):
+        check_parts(settings, VARIANTS["dpa"])
+    check_parts(ModelSettings("dpa", text="target", perceiver_vlm="vlm"), VARIANTS["dpa"])
 
 
 def test_a_misspelt_dtype_is_a_settings_error():

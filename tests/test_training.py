@@ -14,9 +14,9 @@ from prealign import PrealignForConditionalGeneration, PrealignProcessor
 from prealign.data import DataSource, LlavaDataset, PrealignCollator
 from prealign.tiny import tiny_model
 from prealign.training import build_trainer, train, trainable_parts
-from prealign.training.recipes import RECIPES, part_of
+from prealign.training.recipes import part_of
 from prealign.training.run import training_arguments
-from prealign.training.settings import DataFile, TrainSettings, from_dict
+from prealign.training.settings import DataFile, TrainSettings, from_dict, with_stage_defaults
 
 
 def save_tiny(folder, variant="dpa", **config):
@@ -123,7 +123,7 @@ def test_fsdp_settings_reach_the_trainer_as_upstream_names_them(workspace):
         tmp_path, data, save_tiny(tmp_path / "ckpt"), fsdp=True, gradient_checkpointing=True
     )
     settings.fsdp_config = {"cpu_offload": True}
-    args = training_arguments(settings, RECIPES["finetune"], ["Qwen3DecoderLayer"])
+    args = training_arguments(with_stage_defaults(settings), ["Qwen3DecoderLayer"])
     assert args.fsdp and args.fsdp_config["transformer_layer_cls_to_wrap"] == ["Qwen3DecoderLayer"]
     assert args.fsdp_config["cpu_offload"] is True
     # FSDP's own activation checkpointing; the Trainer's would all-gather every block twice
@@ -284,8 +284,6 @@ def test_a_stage_writes_its_loss_curve_and_passes_report_to_through(workspace):
     from PIL import Image
 
     from prealign.training.curves import LOSS_PLOT
-    from prealign.training.recipes import RECIPES
-    from prealign.training.run import training_arguments
 
     tmp_path, data = workspace
     settings = settings_for(tmp_path, data, save_tiny(tmp_path / "ckpt"))
@@ -293,4 +291,4 @@ def test_a_stage_writes_its_loss_curve_and_passes_report_to_through(workspace):
     with Image.open(tmp_path / "run_finetune" / LOSS_PLOT) as plot:
         assert plot.format == "PNG" and plot.width > 100
     logged = settings_for(tmp_path, data, tmp_path / "ckpt", report_to="tensorboard")
-    assert training_arguments(logged, RECIPES["finetune"], []).report_to == ["tensorboard"]
+    assert training_arguments(with_stage_defaults(logged), []).report_to == ["tensorboard"]

@@ -28,7 +28,7 @@ def merger_width_field(vision_config: PreTrainedConfig) -> str:
     return "out_hidden_size" if hasattr(vision_config, "out_hidden_size") else "hidden_size"
 
 
-PerceiverBlocks = Literal["lm", "mlp", "none"]
+PerceiverBlockKind = Literal["lm", "mlp", "none"]
 
 
 @strict
@@ -89,7 +89,7 @@ class PrealignConfig(PreTrainedConfig):
     image_seq_length: int | None = None
     projector_type: ProjectorType = "mlp2x_gelu"
     aligner_type: ProjectorType = "linear_relu_linear"
-    perceiver_blocks: PerceiverBlocks = "lm"
+    perceiver_blocks: PerceiverBlockKind = "lm"
     perceiver_feature_layer: int = -1
     perceiver_mlp_hidden_size: int | None = None
     include_image_markers: bool = True
@@ -114,7 +114,7 @@ class PrealignConfig(PreTrainedConfig):
             self.image_seq_length = count_image_features(
                 self.vision_config, self.vision_feature_layer, self.vision_feature_select_strategy
             )
-        if self.is_dpa and self.perceiver_blocks == "mlp" and self.perceiver_mlp_hidden_size is None:
+        if self.uses_perceiver and self.perceiver_blocks == "mlp" and self.perceiver_mlp_hidden_size is None:
             self.perceiver_mlp_hidden_size = equal_parameter_mlp_width(self.perceiver_text_config)
 
     def _reject_unknown_keys(self, kwargs: dict) -> None:
@@ -132,7 +132,7 @@ class PrealignConfig(PreTrainedConfig):
             raise ValueError(f"PrealignConfig got unknown key(s) {stray}; its fields are {ours}.")
 
     @property
-    def is_dpa(self) -> bool:
+    def uses_perceiver(self) -> bool:
         """True for Deep Pre-Alignment, False for the LLaVA baseline."""
         return self.perceiver_text_config is not None
 
@@ -151,7 +151,7 @@ class PrealignConfig(PreTrainedConfig):
     @property
     def first_lm_config(self) -> PreTrainedConfig:
         """The LM the vision features go into: the perceiver's for DPA, the target for the baseline."""
-        return self.perceiver_text_config if self.is_dpa else self.text_config
+        return self.perceiver_text_config if self.uses_perceiver else self.text_config
 
     @property
     def image_span_length(self) -> int:
@@ -164,14 +164,16 @@ class PrealignConfig(PreTrainedConfig):
 
     def features_per_image(self, image_tokens: int) -> int:
         """Target positions one image of N image tokens fills: N, plus its markers under DPA."""
-        return span_length(image_tokens) if self.is_dpa and self.include_image_markers else image_tokens
+        return (
+            span_length(image_tokens) if self.uses_perceiver and self.include_image_markers else image_tokens
+        )
 
     def check_consistency(self) -> None:
         """Reject combinations that would silently train something other than what was asked."""
         choices = {
             "projector_type": get_args(ProjectorType),
             "aligner_type": get_args(ProjectorType),
-            "perceiver_blocks": get_args(PerceiverBlocks),
+            "perceiver_blocks": get_args(PerceiverBlockKind),
             "vision_feature_select_strategy": ("full", "drop_cls"),
         }
         for name, allowed in choices.items():
@@ -184,7 +186,7 @@ class PrealignConfig(PreTrainedConfig):
                 f"with {n_vision} layers (valid: {-(n_vision + 1)}..{n_vision})."
             )
         self._check_vision_path()
-        if not self.is_dpa:
+        if not self.uses_perceiver:
             if self.early_fusion:
                 raise ValueError("early_fusion=True needs a perceiver (perceiver_text_config is None).")
             return
@@ -232,7 +234,9 @@ class PrealignConfig(PreTrainedConfig):
                     f"but the LM it feeds has hidden_size {self.first_lm_config.hidden_size}; from_parts "
                     "re-initialises the merger's output layer to that width."
                 )
-        if self.perceiver_mrope_section is not None and not (self.is_dpa and self.perceiver_blocks == "lm"):
+        if self.perceiver_mrope_section is not None and not (
+            self.uses_perceiver and self.perceiver_blocks == "lm"
+        ):
             raise ValueError("perceiver_mrope_section needs a perceiver LM (perceiver_blocks='lm').")
         for field, lm in (
             ("perceiver_mrope_section", self.perceiver_text_config),

@@ -15,21 +15,21 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
 
+from .assembly import load_saved
 from .modeling import PrealignForConditionalGeneration
 from .processing import PrealignProcessor
 
-PARTS = ("target-lm", "perceiver")
+EXPORTS = ("target-lm", "perceiver")
 
 
 def export_part(model_dir: str | Path, part: str, out: str | Path) -> Path:
     """Write `part` of the saved prealign model in `model_dir` to `out`; returns `out`."""
-    if part not in PARTS:
-        raise ValueError(f"unknown part {part!r}; known: {', '.join(PARTS)}")
+    if part not in EXPORTS:
+        raise ValueError(f"unknown part {part!r}; known: {', '.join(EXPORTS)}")
     out = Path(out)
     if out.is_file():
         raise FileExistsError(f"Cannot export to {out}: it is a file, not a folder.")
-    model = PrealignForConditionalGeneration.from_pretrained(model_dir)
-    processor = PrealignProcessor.from_pretrained(model_dir)
+    model, processor = load_saved(model_dir)
     if part == "perceiver":
         vlm, vlm_processor = perceiver_vlm(model, processor)
         vlm.save_pretrained(out)
@@ -50,7 +50,7 @@ def perceiver_vlm(
     nano perceiver do); DPA does not keep an untied head, so such a perceiver has none to export.
     """
     config = model.config
-    if not config.is_dpa:
+    if not config.uses_perceiver:
         raise ValueError("Only a DPA model has a perceiver to export; this is a baseline.")
     perceiver = model.model.perceiver
     if perceiver.blocks != "lm":
@@ -91,8 +91,12 @@ def as_transformers_llava(model: PrealignForConditionalGeneration) -> LlavaForCo
     Only an LLaVA-1.5 projector (`mlp2x_gelu`) has a Llava counterpart; DPA has none.
     """
     config = model.config
-    if config.is_dpa or config.projector_type != "mlp2x_gelu":
-        what = "a DPA model" if config.is_dpa else f"a baseline with projector_type={config.projector_type!r}"
+    if config.uses_perceiver or config.projector_type != "mlp2x_gelu":
+        what = (
+            "a DPA model"
+            if config.uses_perceiver
+            else f"a baseline with projector_type={config.projector_type!r}"
+        )
         raise ValueError(f"Only a baseline with the mlp2x_gelu projector is a Llava model; this is {what}.")
     ours = model.model
     reference = next(ours.language_model.parameters())

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, GenerationConfig, PreTrainedConfig
 
 from .config import PrealignConfig
+from .modeling import PrealignForConditionalGeneration
 from .processing import PrealignProcessor
 
 AUTHORS_MODEL_TYPE = "forward_visual_tokens_llava_arch"
@@ -160,7 +161,7 @@ def authors_processor(parts: OfficialParts) -> PrealignProcessor:
         _read_part("perceiver_processor", parts.perceiver_processor, AutoImageProcessor.from_pretrained),
         _read_part("thinker_tokenizer", parts.thinker_tokenizer, AutoTokenizer.from_pretrained),
         _read_part("perceiver_processor", parts.perceiver_processor, AutoTokenizer.from_pretrained),
-        use_perceiver=True,
+        uses_perceiver=True,
         **QWEN_IMAGE_TOKENS,
         **AUTHORS_PROMPT,
     )
@@ -221,8 +222,6 @@ def _check_copy(state: dict, copy: str, original: str, source: Path) -> None:
 
 
 def _expected_shapes(config: PrealignConfig) -> dict[str, tuple[int, ...]]:
-    from .modeling import PrealignForConditionalGeneration
-
     with torch.device("meta"):
         model = PrealignForConditionalGeneration(config)
     shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
@@ -236,8 +235,6 @@ def convert_official(source: str | Path, out: str | Path, **overrides: str | Non
 
     `overrides` (vit, llm, thinker, thinker_tokenizer, perceiver_processor) say where a part their
     config names is on this machine."""
-    from .modeling import PrealignForConditionalGeneration
-
     source, out = Path(source), Path(out)
     authors_config = json.loads((source / "config.json").read_text())
     if authors_config.get("model_type") != AUTHORS_MODEL_TYPE:

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from .chat_rendering import RenderedChat, render_turn_by_turn
+from .config import PrealignConfig
 from .image_span import IMAGE_PLACEHOLDER, ImageSpan, grid_token_counts
 from .padding import pad_with_mask
 
@@ -38,9 +39,11 @@ MODEL_CONFIG_FILE = "config.json"
 # Settings that describe the model, not the processor: a saved model's config is their source.
 MODEL_SETTINGS = {
     "num_image_tokens": "image_seq_length",
-    "use_perceiver": "is_dpa",
+    "uses_perceiver": "uses_perceiver",
     "early_fusion": "early_fusion",
 }
+# Settings that files written by earlier versions name otherwise: read under their names of today.
+RENAMED_SETTINGS = {"use_perceiver": "uses_perceiver"}
 PERCEIVER_TOKENIZER_DIR = "perceiver_tokenizer"
 SPAN_TOKEN_ARGUMENTS = ("image_token", "image_start_token", "image_end_token")  # special_tokens()' order
 PERCEIVER_PROMPTS = ("span", "chat")
@@ -77,7 +80,7 @@ class PrealignProcessor(ProcessorMixin):
         tokenizer: PreTrainedTokenizerBase,
         perceiver_tokenizer: PreTrainedTokenizerBase | None = None,
         num_image_tokens: int | None = None,
-        use_perceiver: bool = False,
+        uses_perceiver: bool = False,
         early_fusion: bool = False,
         image_token: str = "<image>",
         image_start_token: str = "<image_start>",
@@ -89,8 +92,8 @@ class PrealignProcessor(ProcessorMixin):
         image_processor_backend: str | None = None,
         perceiver_prompt: str = "span",
     ):
-        if early_fusion and not use_perceiver:
-            raise ValueError("early_fusion=True needs use_perceiver=True.")
+        if early_fusion and not uses_perceiver:
+            raise ValueError("early_fusion=True needs uses_perceiver=True.")
         if perceiver_prompt not in PERCEIVER_PROMPTS:
             raise ValueError(
                 f"perceiver_prompt={perceiver_prompt!r} is not one of {', '.join(PERCEIVER_PROMPTS)}."
@@ -102,7 +105,7 @@ class PrealignProcessor(ProcessorMixin):
         # picks torchvision where it can be imported, PIL elsewhere (pixel values differ slightly).
         self.image_processor_backend = getattr(image_processor, "backend", None)
         self.num_image_tokens = num_image_tokens
-        self.use_perceiver = use_perceiver
+        self.uses_perceiver = uses_perceiver
         self.early_fusion = early_fusion
         self.image_token = image_token
         self.image_start_token = image_start_token
@@ -137,7 +140,7 @@ class PrealignProcessor(ProcessorMixin):
     def configure_for(self, config) -> None:
         """Match a `PrealignConfig`: span length N, whether to build perceiver inputs, early fusion."""
         self.num_image_tokens = config.image_seq_length
-        self.use_perceiver = config.is_dpa
+        self.uses_perceiver = config.uses_perceiver
         self.early_fusion = config.early_fusion
 
     @property
@@ -374,7 +377,7 @@ class PrealignProcessor(ProcessorMixin):
         data = dict(batch)
         self._check_expanded_counts(data["input_ids"], per_sample)
         data.update(image_inputs)
-        if flat_images and self.use_perceiver:
+        if flat_images and self.uses_perceiver:
             data.update(self.perceiver_inputs(per_sample, instructions))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
@@ -511,6 +514,9 @@ class PrealignProcessor(ProcessorMixin):
             )
         if processor_dict.get("processor_class", cls.__name__) != cls.__name__:
             raise ValueError(f"{settings_file} is not a {cls.__name__} file (processor_class).")
+        for old_name, name in RENAMED_SETTINGS.items():
+            if old_name in processor_dict:
+                processor_dict[name] = processor_dict.pop(old_name)
         processor_dict.update(_model_settings(directory, processor_dict, settings_file))
         return processor_dict, rest
 
@@ -579,8 +585,6 @@ def _prealign_config(directory: Path):
     config_file = directory / MODEL_CONFIG_FILE
     if not config_file.is_file():
         return None
-    from .config import PrealignConfig
-
     if json.loads(config_file.read_text()).get("model_type") != PrealignConfig.model_type:
         return None
     return PrealignConfig.from_pretrained(directory)

@@ -26,6 +26,8 @@ from transformers import (
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
 from .chat_template import CHATML_TEMPLATE
+from .modeling import PrealignForConditionalGeneration
+from .processing import PrealignProcessor
 
 VisionKind = Literal["siglip", "clip", "qwen2_5_vl", "qwen2_vl"]
 # A native-resolution processor's pixel budget for tiny towers: images become 2-16 merged tokens.
@@ -165,9 +167,6 @@ def tiny_model(
     **config_kwargs,
 ):
     """A tiny random-init (model, processor) pair assembled through `from_parts`, as users do."""
-    from .modeling import PrealignForConditionalGeneration
-    from .processing import PrealignProcessor
-
     processor = PrealignProcessor(tiny_image_processor(vision), tiny_tokenizer())
     vocab = len(processor.tokenizer)
     model = PrealignForConditionalGeneration.from_parts(

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..data import DataSource, LlavaDataset, PrealignCollator
+
 
 @dataclass
 class LayerStates:
@@ -36,11 +38,12 @@ class LayerStates:
     text: list[torch.Tensor]
 
 
-def sample_batches(processor, source, samples: int, batch_size: int) -> list[dict]:
+SAMPLES = 64  # the records an alignment analysis reads unless told (the first ones of the file)
+
+
+def sample_batches(processor, source, samples: int = SAMPLES, batch_size: int = 8) -> list[dict]:
     """The first `samples` records of a LLaVA-format `source` (a DataSource or a path), collated as
     in training: every model analysed on one file reads the same tokens."""
-    from ..data import DataSource, LlavaDataset, PrealignCollator
-
     dataset = LlavaDataset([source if isinstance(source, DataSource) else DataSource(source)], processor)
     collate = PrealignCollator(processor)
     picked = [dataset[i] for i in range(min(samples, len(dataset)))]

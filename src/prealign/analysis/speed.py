@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..serving.conversation import Conversations
 from .cost import forward_flops, one_image_sample
 
 QUESTION = "describe the scene."
@@ -173,8 +174,6 @@ def _chat_second_turn(contender: Contender, reuse: bool) -> tuple[float, int]:
     clients do): read from scratch, or continuing the first turn's KV cache (`Conversations`);
     and how many prompt tokens came from the cache."""
     from PIL import Image
-
-    from ..serving.conversation import Conversations
 
     image = Image.new("RGB", (448, 448))
     first = [
@@ -386,69 +385,3 @@ def format_bench(result: BenchResult) -> str:
             f"generate {n} tokens {p['generate_speed_vs_peer']:.2f}x"
         )
     return "\n".join(lines)
-
-
-PRESETS = ("tiny", "nano")
-
-
-def preset_contenders(preset: str) -> list[Contender]:
-    """`tiny`: random-init tiny parts (seconds); `nano`: the shipped nano backbones assembled as
-    the baseline and as DPA (an untrained perceiver: the same architecture, so the same cost)."""
-    if preset == "tiny":
-        from ..tiny import tiny_model
-
-        pairs = {"baseline": tiny_model("baseline"), "dpa": tiny_model("dpa")}
-    elif preset == "nano":
-        from ..nano.backbones import shipped_backbones
-        from ..training.run import build_model_and_processor
-        from ..training.settings import ModelSettings
-
-        parts = shipped_backbones()
-        vision, text, perceiver = (str(parts / name) for name in ("vit", "lm_target", "lm_perceiver"))
-        pairs = {
-            "baseline": build_model_and_processor(
-                ModelSettings("baseline", vision=vision, text=text, dtype="float32")
-            ),
-            "dpa": build_model_and_processor(
-                ModelSettings(
-                    "dpa_untrained_perceiver", vision=vision, text=text, perceiver=perceiver, dtype="float32"
-                )
-            ),
-        }
-    else:
-        raise ValueError(f"unknown bench preset {preset!r}; known: {', '.join(PRESETS)}")
-    return with_peers([Contender(name, model, processor) for name, (model, processor) in pairs.items()])
-
-
-def folder_contenders(folders: list[str], names: list[str] | None = None) -> list[Contender]:
-    """Saved prealign model folders (with their processors); the first is the reference."""
-    from ..modeling import PrealignForConditionalGeneration
-    from ..processing import PrealignProcessor
-
-    names = names or [str(folder).rstrip("/").split("/")[-1] for folder in folders]
-    if len(names) != len(folders) or len(set(names)) != len(names):
-        raise ValueError(f"give one distinct name per model folder; got {names} for {len(folders)} folders")
-    return with_peers(
-        [
-            Contender(
-                name,
-                PrealignForConditionalGeneration.from_pretrained(folder),
-                PrealignProcessor.from_pretrained(folder),
-            )
-            for name, folder in zip(names, folders, strict=True)
-        ]
-    )
-
-
-def with_peers(contenders: list[Contender]) -> list[Contender]:
-    """The contenders, each baseline with an LLaVA-1.5 projector followed by its transformers Llava."""
-    from ..export import as_transformers_llava
-
-    out = []
-    for c in contenders:
-        out.append(c)
-        config = c.model.config
-        if not config.is_dpa and config.projector_type == "mlp2x_gelu":
-            peer = as_transformers_llava(c.model)
-            out.append(Contender(f"{c.name}: {PEER}", peer, c.processor, trains=False, peer_of=c.name))
-    return out

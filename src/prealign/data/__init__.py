@@ -1,7 +1,7 @@
 """LLaVA-format data: records, conversations -> tokens + labels, datasets, collation, checks."""
 
 from .collate import PrealignCollator
-from .conversation import IGNORE_INDEX, EncodedSample, RecordSkipped
+from .encoding import IGNORE_INDEX, EncodedSample, RecordSkipped
 from .llava import DataSource, LlavaDataset
 from .records import DataError, RecordFile
 

@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..processing import PROCESSOR_FILE, PrealignProcessor
-from .conversation import IGNORE_INDEX, ROLES, RecordSkipped
+from .encoding import IGNORE_INDEX, ROLES, RecordSkipped
 from .llava import DataSource, LlavaDataset
 from .records import DataError, RecordFile, image_paths, resolve_image_path
 

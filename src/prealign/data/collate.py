@@ -8,7 +8,7 @@ import torch
 
 from ..padding import pad_rows, pad_with_mask
 from ..processing import PrealignProcessor
-from .conversation import IGNORE_INDEX
+from .encoding import IGNORE_INDEX
 
 
 class PrealignCollator:
@@ -43,7 +43,7 @@ class PrealignCollator:
             for key in ("pixel_values", "image_grid_thw"):
                 if key in with_images[0]:
                     batch[key] = torch.cat([s[key] for s in with_images])
-            if self.processor.use_perceiver:
+            if self.processor.uses_perceiver:
                 image_tokens = [s["image_tokens"] for s in samples]
                 batch.update(
                     self.processor.perceiver_inputs(image_tokens, [s["instruction"] for s in samples])

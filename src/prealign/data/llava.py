@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from ..image_span import IMAGE_PLACEHOLDER, span_length
 from ..processing import PrealignProcessor
-from .conversation import (
+from .encoding import (
     IGNORE_INDEX,
     EncodedSample,
     PromptFormat,
@@ -25,7 +25,7 @@ from .conversation import (
     to_messages,
     truncate,
 )
-from .records import DataError, RecordFile, image_paths, image_size, load_image
+from .records import DataError, RecordFile, image_paths, image_size, load_record_image
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class LlavaDataset(Dataset):
         paths = image_paths(record, file.path, name)
         if paths and load_images:
             root = self._image_root(f)
-            images = [load_image(root, p, file.path, name, source.allow_outside_root) for p in paths]
+            images = [load_record_image(root, p, file.path, name, source.allow_outside_root) for p in paths]
             image_inputs, image_tokens = self.processor.process_images(images)
         else:
             image_inputs, image_tokens = {}, self.image_tokens_of(f, record, name)

@@ -171,7 +171,7 @@ def resolve_image_path(
     return path
 
 
-def load_image(
+def load_record_image(
     root: Path, relative: str, file: Path, record: str, allow_outside_root: bool = False
 ) -> Image.Image:
     return _open_image(

@@ -12,6 +12,9 @@ from PIL import Image
 
 from ..serving.generation import cut_at_stop
 
+# The longest answer in VLMEvalKit: its prompts may ask for reasoning before the answer.
+VLMEVAL_MAX_NEW_TOKENS = 512
+
 
 @torch.no_grad()
 def generate_answers(

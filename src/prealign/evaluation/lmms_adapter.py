@@ -19,6 +19,7 @@ from lmms_eval.protocol import ChatMessages
 from PIL import Image
 from tqdm import tqdm
 
+from ..assembly import load_saved
 from ..images import to_rgb
 from ..serving.conversation import Conversations
 from .answering import continuation_loglikelihoods, generate_answers
@@ -45,12 +46,9 @@ class PrealignLmms(lmms):
         **unused,
     ) -> None:
         super().__init__()
-        from .. import PrealignForConditionalGeneration, PrealignProcessor
-
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = PrealignForConditionalGeneration.from_pretrained(pretrained, dtype=dtype)
-        self.model = model.to(device).eval()
-        self.processor = PrealignProcessor.from_pretrained(pretrained)
+        model, self.processor = load_saved(pretrained, dtype=dtype)
+        self.model = model.to(device)
         self.batch_size = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..data.records import DataError, RecordFile, load_image
+from ..data.records import DataError, RecordFile, load_record_image
 from .answering import generate_answers
 from .scoring import SCORING_RULES, extract_answer, score
 
@@ -79,7 +79,9 @@ def answer_batch(
     model, processor, items: list[BenchmarkItem], image_root: Path, file: Path, max_new_tokens: int
 ) -> list[str]:
     """Greedy answers to a batch of items (`generate_answers`: the images first, left-padded)."""
-    images = [[load_image(image_root, item.image, file, item.id)] if item.image else [] for item in items]
+    images = [
+        [load_record_image(image_root, item.image, file, item.id)] if item.image else [] for item in items
+    ]
     return generate_answers(model, processor, [item.question for item in items], images, max_new_tokens)
 
 

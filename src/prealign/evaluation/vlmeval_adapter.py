@@ -12,11 +12,13 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 
+import torch
 from PIL import Image
 
+from ..assembly import load_saved
 from ..image_span import IMAGE_PLACEHOLDER
 from ..images import to_rgb
-from .answering import generate_answers
+from .answering import VLMEVAL_MAX_NEW_TOKENS, generate_answers
 
 MODEL_NAME = "prealign"
 INSTALL_HINT = (
@@ -57,18 +59,16 @@ class PrealignVLMEval(BaseModel):
     allowed_types = ["text", "image"]
 
     def __init__(
-        self, model_path: str, max_new_tokens: int = 512, device: str | None = None, dtype: str = "auto"
+        self,
+        model_path: str,
+        max_new_tokens: int = VLMEVAL_MAX_NEW_TOKENS,
+        device: str | None = None,
+        dtype: str = "auto",
     ):
         super().__init__()
-        import torch
-
-        from .. import PrealignForConditionalGeneration, PrealignProcessor
-
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = (
-            PrealignForConditionalGeneration.from_pretrained(model_path, dtype=dtype).to(device).eval()
-        )
-        self.processor = PrealignProcessor.from_pretrained(model_path)
+        model, self.processor = load_saved(model_path, dtype=dtype)
+        self.model = model.to(device)
         self.max_new_tokens = max_new_tokens
 
     def generate_inner(self, message, dataset=None) -> str:
@@ -76,7 +76,9 @@ class PrealignVLMEval(BaseModel):
         return generate_answers(self.model, self.processor, [question], [images], self.max_new_tokens)[0]
 
 
-def run_vlmeval(model_path: str, vlmeval_args: Sequence[str], max_new_tokens: int = 512) -> None:
+def run_vlmeval(
+    model_path: str, vlmeval_args: Sequence[str], max_new_tokens: int = VLMEVAL_MAX_NEW_TOKENS
+) -> None:
     """VLMEvalKit's own `run.main()` with `--model prealign` bound to `model_path`."""
     import vlmeval.config
     import vlmeval.run

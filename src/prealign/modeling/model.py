@@ -23,7 +23,7 @@ from .cache_naming import CACHE_NAME, cache_of, resolve_cache
 from .checks import check_context, eager_checks
 from .feature_cache import ImageFeatureCache
 from .parts import load_causal_lm, load_vision_tower, with_merger_width
-from .perceiver import PerceiverLM
+from .perceiver import PerceiverBlocks
 from .projectors import build_projector
 from .rotary import multimodal_positions, use_multimodal_rotary
 
@@ -61,8 +61,8 @@ class PrealignModel(PrealignPreTrainedModel):
         self.projector = build_projector(
             config.projector_type, config.vision_feature_size, config.first_lm_config.hidden_size
         )
-        if config.is_dpa:
-            self.perceiver = PerceiverLM(config)
+        if config.uses_perceiver:
+            self.perceiver = PerceiverBlocks(config)
             self.aligner = build_projector(
                 config.aligner_type, config.perceiver_text_config.hidden_size, config.text_config.hidden_size
             )
@@ -188,7 +188,7 @@ class PrealignModel(PrealignPreTrainedModel):
         perceiver_attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         features = self.get_vision_features(pixel_values, image_grid_thw)
-        if not self.config.is_dpa:
+        if not self.config.uses_perceiver:
             return features
         if perceiver_input_ids is None:
             raise ValueError(
@@ -209,7 +209,7 @@ class PrealignModel(PrealignPreTrainedModel):
     def image_span_mask(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """Target positions that receive visual features."""
         ids = [self.config.image_token_id]
-        if self.config.is_dpa and self.config.include_image_markers:
+        if self.config.uses_perceiver and self.config.include_image_markers:
             ids += [self.config.image_start_token_id, self.config.image_end_token_id]
         if None in ids:
             raise ValueError(
@@ -559,7 +559,7 @@ class PrealignForConditionalGeneration(PrealignPreTrainedModel, GenerationMixin)
         rows = self.get_input_embeddings().weight.shape[0]
         if len(processor.tokenizer) > rows:
             self.resize_token_embeddings(len(processor.tokenizer))
-        if self.config.is_dpa:
+        if self.config.uses_perceiver:
             perceiver_rows = self.model.perceiver.get_input_embeddings().weight.shape[0]
             if len(processor.perceiver_tokenizer) > perceiver_rows:
                 self.model.perceiver.resize_token_embeddings(len(processor.perceiver_tokenizer))

@@ -18,7 +18,7 @@ from .projectors import EqualParameterMLP
 from .rotary import multimodal_positions, use_multimodal_rotary
 
 
-class PerceiverLM(nn.Module):
+class PerceiverBlocks(nn.Module):
     """Small-LM blocks (or their ablation stand-in) that pre-align the image span."""
 
     def __init__(self, config: PrealignConfig):

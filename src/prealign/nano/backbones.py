@@ -23,16 +23,17 @@ import torch
 import transformers
 from transformers import AutoTokenizer, Qwen3ForCausalLM, SiglipModel
 
+from ..assembly import load_saved
 from . import pretraining as nb
 from .data import NanoDataSpec, build_nano_data
-from .stages import CONFIGS, PERCEIVER_VLM, Placement, evaluate_vlm, load_vlm, stage_settings, train_stage
+from .stages import CONFIGS, PERCEIVER_VLM, Placement, evaluate_vlm, stage_settings, train_stage
 from .tokenizer import nano_tokenizer
 from .workers import worker_pool
 
 SHIPPED_BACKBONES = Path(__file__).resolve().parent.parent / "assets" / "nano"
 PRETRAINED_PARTS = ("vit", "lm_perceiver", "lm_target")  # made from the world's text and images alone
 PERCEIVER_VLM_PART = "perceiver_vlm"  # made from two of them through the VLM recipe
-PARTS = (*PRETRAINED_PARTS, PERCEIVER_VLM_PART)
+BACKBONES = (*PRETRAINED_PARTS, PERCEIVER_VLM_PART)
 # The rule that picks the shipped perceiver VLM among its candidates, fixed before they were
 # trained: the highest Perception on the validation world (the group that says whether the small
 # VLM reads the image; docs/nano_world.md, "How much one seed says"), ties to the lower seed.
@@ -131,7 +132,7 @@ def build_backbones(
     out.mkdir(parents=True, exist_ok=True)
     nano_tokenizer().save_pretrained(out / "tokenizer")
     todo = [name for name in LONGEST_FIRST if name not in parts and name in PRETRAINED_PARTS]
-    for name in PARTS:
+    for name in BACKBONES:
         if name in parts:
             print(f"{name}: reused ({parts[name]['wall_time_s']:.0f} s when made)")
     # Parts made at the same time overlap: the command's own wall time (summed over the runs that
@@ -195,7 +196,7 @@ def _perceiver_vlm(out: Path, budget: BackboneBudget) -> dict:
         perception = scores["perception"]["accuracy"]
         print(f"perceiver VLM, training seed {training_seed}: Perception {perception:.3f}", flush=True)
     chosen = max(candidates, key=lambda s: (candidates[s]["scores"]["perception"]["accuracy"], -s))
-    model, processor = load_vlm(candidates[chosen]["folder"])
+    model, processor = load_saved(candidates[chosen]["folder"])
     _finish(model, out / PERCEIVER_VLM_PART)
     processor.save_pretrained(out / PERCEIVER_VLM_PART)
     scores = evaluate_vlm(out / PERCEIVER_VLM_PART, data, work / "shipped")
@@ -355,7 +356,7 @@ def format_manifest(manifest: dict) -> str:
     if vlm := manifest["parts"].get(PERCEIVER_VLM_PART):
         groups = ", ".join(f"{g} {100 * r['accuracy']:.1f}" for g, r in vlm["scores"].items())
         lines.append(f"perceiver VLM (training seed {vlm['chosen_seed']}, validation world): {groups}")
-    made = [name for name in PARTS if name in manifest["parts"]]
+    made = [name for name in BACKBONES if name in manifest["parts"]]
     times = ", ".join(f"{name} {manifest['parts'][name]['wall_time_s']:.0f} s" for name in made)
     elapsed = manifest.get("elapsed_s", manifest["total_wall_time_s"])
     lines.append(
@@ -364,11 +365,14 @@ def format_manifest(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def recheck_backbones(folder: str | Path, tolerance: float = 0.05, perceiver_vlm: bool = True) -> dict:
+# How far a re-checked score may drift from its manifest: greedy answers can flip on near-ties
+# between CPU kernels (another machine, another thread count).
+TOLERANCE = 0.05
+
+
+def recheck_backbones(folder: str | Path, tolerance: float = TOLERANCE, perceiver_vlm: bool = True) -> dict:
     """Measure every part of a backbone folder again; fail if a score drifted from its manifest.
     `perceiver_vlm=False`: a folder without the perceiver VLM will do (a run that trains its own).
-
-    Greedy answers can flip on near-ties between CPU kernels, hence a tolerance, not equality.
     """
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text())

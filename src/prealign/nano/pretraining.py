@@ -29,9 +29,10 @@ from transformers import (
     TrainingArguments,
 )
 
-from ..data.conversation import IGNORE_INDEX
+from ..data.encoding import IGNORE_INDEX
 from ..evaluation import score
 from ..padding import pad_rows, pad_with_mask
+from ..training.run import last_complete_checkpoint
 from .language import CELL_WORDS, EMPTY_CELL, arithmetic, caption, fact, text_description, text_scene_question
 from .scenes import GRID, IMAGE_SIZE, render, sample_scene
 from .streams import CaptionStream, CorpusStream, encode_qa
@@ -197,8 +198,6 @@ def compose_cell_embeddings(model, tokenizer) -> None:
 
 
 def _last_checkpoint(out_dir) -> str | None:
-    from ..training.run import last_complete_checkpoint
-
     return last_complete_checkpoint(out_dir)
 
 

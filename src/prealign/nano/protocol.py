@@ -20,11 +20,26 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from ..training.settings import ModelSettings
+from ..analysis import (
+    AlignmentReport,
+    collect_layer_states,
+    forward_flops,
+    one_image_sample,
+    parameter_counts,
+    plot_layer_similarity,
+    plot_modality_gaps,
+    sample_batches,
+)
+from ..analysis.alignment import SAMPLES as ALIGNMENT_SAMPLES
+from ..analysis.speed import BenchSettings, Contender, run_bench
+from ..assembly import ModelSettings, build_model_and_processor, load_saved
+from ..data import DataSource
+from ..evaluation import run_benchmark
 from ..variants import VARIANTS
-from .backbones import PERCEIVER_VLM_PART, format_manifest, recheck_backbones, shipped_backbones
+from .backbones import PERCEIVER_VLM_PART, TOLERANCE, format_manifest, recheck_backbones, shipped_backbones
 from .data import NanoDataSpec, build_nano_data
 from .pretraining import unigram_entropy
+from .report import claims_table, main_table, write_report
 from .stages import (
     CONFIGS,
     EVAL_BATCH_SIZE,
@@ -32,7 +47,6 @@ from .stages import (
     PERCEIVER_VLM,
     Placement,
     evaluate_vlm,
-    load_vlm,
     stage_settings,
     train_stage,
 )
@@ -56,14 +70,15 @@ PRESETS: dict[str, dict] = {
     "quick": {"variants": ("baseline", "dpa"), "seeds": (0,)},
     "full": {"variants": tuple(VARIANTS), "seeds": (0, 1, 2)},
 }
+DEFAULT_PRESET = "quick"  # what `prealign nano run` runs, as the README shows it
 
 
 @dataclass(frozen=True)
 class NanoProtocol:
     out: Path
     preset: str | None = None  # its name, for the report; the variants and seeds say what runs
-    variants: tuple[str, ...] = PRESETS["quick"]["variants"]
-    seeds: tuple[int, ...] = PRESETS["quick"]["seeds"]
+    variants: tuple[str, ...] = PRESETS[DEFAULT_PRESET]["variants"]
+    seeds: tuple[int, ...] = PRESETS[DEFAULT_PRESET]["seeds"]
     backbones: Path | None = None  # a `prealign nano backbones` folder; None: the shipped ones
     data: NanoDataSpec = field(default_factory=NanoDataSpec)
     configs: Path = CONFIGS
@@ -71,10 +86,10 @@ class NanoProtocol:
     training_overrides: tuple[str, ...] = ()
     eval_batch_size: int = EVAL_BATCH_SIZE
     max_new_tokens: int = MAX_NEW_TOKENS
-    alignment_samples: int = 64
+    alignment_samples: int = ALIGNMENT_SAMPLES
     throughput_repeats: int = 5
     throughput_new_tokens: int = 32
-    check_tolerance: float = 0.05
+    check_tolerance: float = TOLERANCE
     train_perceiver: bool = False  # train the perceiver VLM on each seed instead of the shipped one
     verbose: bool = False  # the units' output (Trainer logs, progress bars) on the terminal
 
@@ -110,8 +125,6 @@ class NanoProtocol:
 
 def run_protocol(protocol: NanoProtocol) -> dict:
     """Run (or continue) every unit, then write OUT/report.md, OUT/report.json and the plots."""
-    from .report import write_report
-
     start = time.perf_counter()
     out = Path(protocol.out)
     planned = protocol.planned_units()
@@ -267,9 +280,6 @@ def _caption_unigram_loss(data_dir: Path) -> float:
 def _reference_scores(protocol: NanoProtocol, backbones: Path, data_dir: Path, folder: Path) -> dict:
     """The target LM before any VLM training, on the text benchmark: a baseline assembled from the
     backbones answers text-only prompts with exactly the target LM's logits."""
-    from ..evaluation import run_benchmark
-    from ..training.run import build_model_and_processor
-
     model, processor = build_model_and_processor(
         ModelSettings(
             variant="baseline",
@@ -291,19 +301,10 @@ def _reference_scores(protocol: NanoProtocol, backbones: Path, data_dir: Path, f
 
 
 def _alignment_unit(protocol: NanoProtocol, units: Units, seed: int, models: dict, data: str):
-    from ..analysis import (
-        AlignmentReport,
-        collect_layer_states,
-        plot_layer_similarity,
-        plot_modality_gaps,
-        sample_batches,
-    )
-    from ..data import DataSource
-
     def make(folder: Path) -> dict:
         reports = {}
         for name, model_info in models.items():
-            model, processor = load_vlm(Path(model_info["folder"]))
+            model, processor = load_saved(Path(model_info["folder"]))
             source = DataSource(str(Path(data) / "instruct.json"), str(Path(data) / "images"))
             batches = sample_batches(processor, source, protocol.alignment_samples, batch_size=16)
             reports[name] = AlignmentReport.of(collect_layer_states(model, batches))
@@ -320,11 +321,9 @@ def _cost_unit(protocol: NanoProtocol, units: Units, seed: int, models: dict):
     """Parameters, forward FLOPs of one image + prompt, training wall time and greedy decode
     tokens/s - decode timed by `prealign bench` (analysis/speed.py: models interleaved, medians,
     tokens after the first over the time after the first token)."""
-    from ..analysis import forward_flops, one_image_sample, parameter_counts
-    from ..analysis.speed import BenchSettings, Contender, run_bench
 
     def make(folder: Path) -> dict:
-        loaded = {name: load_vlm(Path(m["folder"])) for name, m in models.items()}
+        loaded = {name: load_saved(Path(m["folder"])) for name, m in models.items()}
         cost = {}
         for name, (model, processor) in loaded.items():
             sample = one_image_sample(processor, "describe the scene.")
@@ -370,8 +369,6 @@ def _check_same_tokenizer(data_tokenizer: Path, backbone_tokenizer: Path) -> Non
 def _print_summary(report: dict, out: Path) -> None:
     """What the run found, on the terminal's last screen: the main table, the claims, where the
     report is, and how long the run took."""
-    from .report import claims_table, main_table
-
     print("\n" + "\n".join(main_table(report)))
     print("\n" + "\n".join(claims_table(report)))
     print(f"\nreport: {out / 'report.md'} (plots beside it)")

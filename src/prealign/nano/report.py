@@ -30,6 +30,7 @@ import shutil
 import statistics
 from pathlib import Path
 
+from ..evaluation.report import plot_report
 from ..training.curves import draw_loss_curves
 from .data import BENCHMARK_GROUPS
 
@@ -406,8 +407,6 @@ def _cost_table(c: dict) -> list[str]:
 
 
 def plot_scores(report: dict, path: Path) -> Path:
-    from ..evaluation.report import plot_report
-
     models = report["models"]
     scores = {
         name: {h: {"accuracy": m["mean"][c]} for h, c in zip(HEADERS, COLUMNS, strict=True)}

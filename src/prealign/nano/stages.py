@@ -8,6 +8,10 @@ import gc
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..assembly import load_saved
+from ..evaluation import run_benchmark
+from ..training.curves import loss_curve
+from ..training.run import train
 from ..training.settings import SHIPPED_CONFIGS, TrainSettings, apply_overrides, from_dict, read_yaml
 from .data import BENCHMARK_GROUPS
 from .workers import worker_pool
@@ -78,9 +82,6 @@ def train_stage(settings: TrainSettings) -> dict:
 
 
 def _train_here(settings: TrainSettings) -> dict:
-    from ..training.curves import loss_curve
-    from ..training.run import train
-
     trainer = train(settings)
     history = trainer.state.log_history
     losses = loss_curve(history)
@@ -96,15 +97,6 @@ def _train_here(settings: TrainSettings) -> dict:
     return result
 
 
-def load_vlm(folder: Path):
-    from ..modeling import PrealignForConditionalGeneration
-    from ..processing import PrealignProcessor
-
-    return PrealignForConditionalGeneration.from_pretrained(str(folder)), PrealignProcessor.from_pretrained(
-        str(folder)
-    )
-
-
 def evaluate_vlm(
     model_folder: Path,
     data_dir: Path,
@@ -113,9 +105,7 @@ def evaluate_vlm(
     max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> dict:
     """A saved VLM's scores on every benchmark group of a world (answers written under `folder`)."""
-    from ..evaluation import run_benchmark
-
-    model, processor = load_vlm(model_folder)
+    model, processor = load_saved(model_folder)
     scores = {
         group: run_benchmark(
             model,

@@ -33,7 +33,7 @@ class ConversationError(ValueError):
     that cannot be read); the message says which message and part."""
 
 
-def load_image(source: str | Path | Image.Image, where: str) -> Image.Image:
+def load_message_image(source: str | Path | Image.Image, where: str) -> Image.Image:
     """An RGB image from a path or an image; `where` names it in the error."""
     try:
         if isinstance(source, Image.Image):
@@ -72,7 +72,7 @@ def normalize_messages(messages: Sequence[dict]) -> tuple[list[dict], list[Image
             elif kind == "image" and part.get("image") is not None:
                 if role == "assistant":
                     raise ConversationError(f"messages[{i}].content[{j}]: an assistant turn holds no image")
-                images.append(load_image(part["image"], f"messages[{i}].content[{j}]"))
+                images.append(load_message_image(part["image"], f"messages[{i}].content[{j}]"))
                 parts.append({"type": "image", "image": images[-1]})
             else:
                 raise ConversationError(

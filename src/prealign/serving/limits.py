@@ -1,9 +1,13 @@
-"""What one request may ask of `prealign serve`, how many it answers together and how replies take
-turns (its command line sets each)."""
+"""`prealign serve`'s settings that need none of its dependencies: where it listens, what one
+request may ask, how many it answers together and how replies take turns (its command line sets
+each)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+DEFAULT_HOST = "127.0.0.1"  # this machine only: a server open to the network is asked for by name
+DEFAULT_PORT = 8000
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from .conversation import (
     Conversations,
 )
 from .generation import cut_at_stop
-from .limits import DEFAULT_LIMITS, RequestLimits
+from .limits import DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, RequestLimits
 
 LOG = logging.getLogger("prealign.serve")
 
@@ -312,8 +312,8 @@ def _stream(answer, prompt, options, conversations, completion_id, created, mode
 def serve(
     conversations: Conversations,
     model_name: str,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
     default_max_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     limits: RequestLimits = DEFAULT_LIMITS,
 ) -> None:

@@ -11,7 +11,7 @@ from typing import TextIO
 
 from transformers import TextStreamer
 
-from .conversation import DEFAULT_MAX_NEW_TOKENS, ConversationError, Conversations, load_image
+from .conversation import DEFAULT_MAX_NEW_TOKENS, ConversationError, Conversations, load_message_image
 
 HELP = "Type a message. /image PATH attaches an image to your next message; /reset starts over; /quit leaves."
 
@@ -59,7 +59,7 @@ def run_chat(
         if line.startswith("/image"):
             path = line.removeprefix("/image").strip()
             try:
-                pending.append(load_image(path, "/image"))
+                pending.append(load_message_image(path, "/image"))
                 out.write(f"(image {path} attached to your next message)\n")
             except ConversationError as error:
                 out.write(f"error: {error}\n")

@@ -2,7 +2,7 @@
 
 from .recipes import RECIPES, apply_stage, trainable_parts
 from .run import build_trainer, train
-from .settings import TrainSettings, load_settings
+from .settings import TrainSettings, load_settings, with_stage_defaults
 from .trainer import PrealignTrainer
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "load_settings",
     "train",
     "trainable_parts",
+    "with_stage_defaults",
 ]

@@ -14,7 +14,7 @@ from typing import Literal
 from torch import nn
 
 Stage = Literal["align", "finetune"]
-PARTS = ("vision_tower", "projector", "perceiver", "aligner", "language_model", "lm_head")
+MODEL_PARTS = ("vision_tower", "projector", "perceiver", "aligner", "language_model", "lm_head")
 PERCEIVER_PARTS = ("vision_tower", "projector", "perceiver")  # the perceiver VLM: ViT + phi_p + LM blocks
 TOWER_MERGER = "merger"  # what Qwen2-VL and Qwen2.5-VL towers call their merger
 
@@ -51,7 +51,7 @@ LORA_LEARNING_RATE = 2e-4  # the paper's LoRA setting (rank and alpha 32 are Lor
 def connector_part(model: nn.Module) -> str:
     """The new module between the pre-trained parts, which stage 1 aligns: DPA's aligner, the
     baseline's projector (DPA's own projector phi_p belongs to its perceiver VLM)."""
-    return "aligner" if model.config.is_dpa else "projector"
+    return "aligner" if model.config.uses_perceiver else "projector"
 
 
 def connector_path(model: nn.Module) -> str:
@@ -63,15 +63,15 @@ def connector_path(model: nn.Module) -> str:
 
 
 def trainable_parts(model: nn.Module, stage: Stage, freeze_perceiver: bool = False) -> list[str]:
-    """Names of the parts (see PARTS) a stage trains, for this model's variant."""
-    is_dpa = model.config.is_dpa
+    """Names of the parts (see MODEL_PARTS) a stage trains, for this model's variant."""
+    uses_perceiver = model.config.uses_perceiver
     if stage == "align":
         return [connector_part(model)]
     if stage != "finetune":
         raise ValueError(f"Unknown stage {stage!r}; expected 'align' or 'finetune'.")
-    parts = [p for p in PARTS if is_dpa or p not in ("perceiver", "aligner")]
+    parts = [p for p in MODEL_PARTS if uses_perceiver or p not in ("perceiver", "aligner")]
     if freeze_perceiver:
-        if not is_dpa:
+        if not uses_perceiver:
             raise ValueError("freeze_perceiver needs a DPA model; the baseline has no perceiver.")
         parts = [p for p in parts if p not in PERCEIVER_PARTS]
     return parts
@@ -92,6 +92,6 @@ def part_of(parameter_name: str) -> str:
     if f"vision_tower.{TOWER_MERGER}." in parameter_name:
         return "projector"
     for segment in parameter_name.split("."):
-        if segment in PARTS:
+        if segment in MODEL_PARTS:
             return segment
-    raise ValueError(f"Parameter {parameter_name!r} belongs to no known part ({', '.join(PARTS)}).")
+    raise ValueError(f"Parameter {parameter_name!r} belongs to no known part ({', '.join(MODEL_PARTS)}).")

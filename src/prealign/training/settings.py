@@ -9,44 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
+from ..assembly.settings import ModelSettings
 from ..variants import VARIANTS
-from .recipes import Stage
+from .recipes import LORA_LEARNING_RATE, RECIPES, Stage
 
 # The recipes shipped inside the package (`configs/` of a source checkout links here), so that an
 # installed wheel has them too.
 SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@dataclass
-class ModelSettings:
-    """Either a saved prealign `checkpoint` (e.g. stage 1's output) or parts to assemble.
-
-    `variant` names a row of the paper's ablation table (prealign.variants.VARIANTS): it supplies
-    config values, how the perceiver starts and whether stage 2 freezes it.
-    """
-
-    variant: str = "dpa"
-    checkpoint: str | None = None
-    vision: str | None = None
-    text: str | None = None
-    perceiver: str | None = None  # a pretrained small causal LM (dpa_untrained_perceiver)
-    perceiver_vlm: str | None = None  # a small VLM trained with the baseline recipe (the usual perceiver)
-    perceiver_tokenizer: str | None = None  # when the perceiver's vocabulary differs from the target's
-    config: dict[str, Any] = field(default_factory=dict)  # PrealignConfig fields
-    # The prompt convention of training and of every later use (PrealignProcessor: system_prompt,
-    # thinking, template_variables); saved with the processor, so a checkpoint carries its own.
-    prompt: dict[str, Any] = field(default_factory=dict)
-    # The image span's tokens (PrealignProcessor's image_token, image_start_token, image_end_token):
-    # a tokenizer's own vision tokens, such as Qwen's <|image_pad|> <|vision_start|> <|vision_end|>,
-    # are used as they are. Unset: prealign's own (added to the tokenizers), or a perceiver VLM's.
-    image_tokens: dict[str, str] = field(default_factory=dict)
-    # Settings of the vision checkpoint's image processor (AutoImageProcessor.from_pretrained
-    # arguments), e.g. {max_pixels: 262144}: a native-resolution tower's pixel budget per image.
-    image_processor: dict[str, Any] = field(default_factory=dict)
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None
-    attn_implementation: str | None = None
 
 
 @dataclass
@@ -78,7 +50,7 @@ class LoraSettings:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    # The parts (recipes.PARTS) whose linear layers get adapters: by default both LMs. The authors'
+    # The parts (recipes.MODEL_PARTS) whose linear layers get adapters: by default both LMs. The authors'
     # LoRA also adapts the vision tower, its merger (part "projector") and the aligner.
     parts: list[str] = field(default_factory=lambda: ["language_model", "perceiver"])
 
@@ -124,6 +96,40 @@ class TrainSettings:
     deepspeed: str | None = None  # a DeepSpeed JSON file, or a shipped one (configs/distributed/...)
     report_to: str = "none"
     resume: bool = True  # continue from the newest checkpoint in output_dir, if any
+
+
+def with_stage_defaults(settings: TrainSettings) -> TrainSettings:
+    """The settings with every value left unset (None) taken from where its default lives: the
+    stage's recipe, LoRA's learning rate, the variant (stage 2 freezing the perceiver) and the
+    hardware (bf16). Filled here once, so that a value given - 0 included - is the value used."""
+    recipe = RECIPES[settings.stage]
+
+    def unset_or(value, default):
+        return default if value is None else value
+
+    freezes = settings.stage == "finetune" and VARIANTS[settings.model.variant].freeze_perceiver_in_stage2
+    return dataclasses.replace(
+        settings,
+        learning_rate=unset_or(
+            settings.learning_rate, LORA_LEARNING_RATE if settings.lora.enabled else recipe.learning_rate
+        ),
+        vision_learning_rate=unset_or(settings.vision_learning_rate, recipe.vision_learning_rate),
+        epochs=unset_or(settings.epochs, recipe.epochs),
+        global_batch_size=unset_or(settings.global_batch_size, recipe.global_batch_size),
+        # Steps given: no ratio, so that giving both stays detectable.
+        warmup_ratio=settings.warmup_ratio
+        if settings.warmup_steps is not None
+        else unset_or(settings.warmup_ratio, recipe.warmup_ratio),
+        lr_scheduler=unset_or(settings.lr_scheduler, recipe.lr_scheduler),
+        gradient_checkpointing=unset_or(settings.gradient_checkpointing, recipe.gradient_checkpointing),
+        bf16=unset_or(settings.bf16, torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
+        freeze_perceiver=unset_or(settings.freeze_perceiver, freezes),
+        data=dataclasses.replace(
+            settings.data,
+            max_length=unset_or(settings.data.max_length, recipe.max_length),
+            prompt_format=unset_or(settings.data.prompt_format, recipe.prompt_format),
+        ),
+    )
 
 
 def load_settings(path: str | Path, overrides: list[str] = ()) -> TrainSettings:

@@ -29,7 +29,7 @@ def dpa_from_perceiver_vlm(
     processor's perceiver tokenizer must be that VLM's tokenizer (its image tokens included).
     Like `from_parts`, the new model adopts the VLM's modules rather than copying them.
     """
-    if perceiver_vlm.config.is_dpa:
+    if perceiver_vlm.config.uses_perceiver:
         raise ValueError("perceiver_vlm must be a baseline-class small VLM (ViT -> projector -> small LM).")
     # The perceiver reads images as the small VLM learnt to: its projector, and its LM's positions.
     vlm = perceiver_vlm.config
