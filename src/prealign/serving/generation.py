@@ -77,6 +77,7 @@ class Generation:
         self.prompt_width = self.input_ids.shape[1]
         self._rope_deltas = None
         self._slice_streamer = _SliceStreamer(self.streamer) if self.streamer is not None else None
+        self._ended_rows: list[int] = []  # rows whose reply ended, as the last slice left them
 
     @property
     def generated(self) -> int:
@@ -115,10 +116,9 @@ class Generation:
             [self.attention_mask, self.attention_mask.new_ones(out.shape[0], made)], dim=1
         )
         self.input_ids = out
+        self._ended_rows = [row for row, limit in enumerate(self.max_new_tokens) if self._ended(row, limit)]
         # Fewer tokens than asked: every row met the end of its turn, a stop string or max_time.
-        self.finished = made < step or all(
-            self._ended(row, limit) for row, limit in enumerate(self.max_new_tokens)
-        )
+        self.finished = made < step or len(self._ended_rows) == len(self.rows)
         if self.finished:
             if self.streamer is not None:
                 self.streamer.end()
@@ -129,16 +129,12 @@ class Generation:
     def take_ended(self, every: bool = False) -> list[tuple[int, Reply]]:
         """The replies that have ended (`every`: all, as they stand), each with its place among the
         prompts given, taken out of the batch: the rows still generating go on without them."""
-        ended = [
-            row
-            for row, limit in enumerate(self.max_new_tokens)
-            if every or self.finished or self._ended(row, limit)
-        ]
+        ended = list(range(len(self.rows))) if every or self.finished else self._ended_rows
         if not ended:
             return []
-        replies = self.replies()
-        taken = [(self.rows[row], replies[row]) for row in ended]
+        taken = list(zip([self.rows[row] for row in ended], self.replies(ended), strict=True))
         keep = [row for row in range(len(self.rows)) if row not in ended]
+        self._ended_rows = []
         self.rows, self.finished = [self.rows[row] for row in keep], not keep
         if not keep:  # nothing left to run: the cache stays whole (a finished reply's is reused)
             return taken
@@ -164,11 +160,12 @@ class Generation:
         text = self.processor.tokenizer.decode(new, skip_special_tokens=True)
         return len(cut_at_stop(text, self.stop)) < len(text)
 
-    def replies(self) -> list[Reply]:
-        """Each row's reply as it stands (its finish reason "length" when it has not ended)."""
+    def replies(self, rows: Sequence[int] | None = None) -> list[Reply]:
+        """Each row's reply (of `rows`; all when None) as it stands, decoded: its finish reason
+        "length" when it has not ended."""
         processor, eos = self.processor, self.processor.tokenizer.eos_token_id
         replies = []
-        for row in range(self.input_ids.shape[0]):
+        for row in range(self.input_ids.shape[0]) if rows is None else rows:
             new = self._new_tokens(row)
             text = processor.answer_text(processor.tokenizer.decode(new, skip_special_tokens=True))
             cut = cut_at_stop(text, self.stop)
