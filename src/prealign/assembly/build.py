@@ -36,7 +36,7 @@ def build_model_and_processor(settings: ModelSettings):
     """A saved prealign checkpoint, or a model of `settings.variant` assembled from pretrained parts."""
     _check_local_paths(settings)
     dtype = getattr(torch, settings.dtype) if settings.dtype else None  # a DType: checked by the settings
-    load = {"dtype": dtype, "attn_implementation": settings.attn_implementation}
+    load = _given({"dtype": dtype, "attn_implementation": settings.attn_implementation})
     if settings.checkpoint:
         if settings.config:
             raise ValueError(
@@ -63,7 +63,7 @@ def build_model_and_processor(settings: ModelSettings):
             **_prompt_convention(settings),
             **{**vlm_processor.image_span_tokens(), **_image_tokens(settings)},
         )
-        text = load_causal_lm(settings.text, **_given(load))
+        text = load_causal_lm(settings.text, **load)
         model = dpa_from_perceiver_vlm(vlm, text, processor, **config)
     else:
         perceiver_tokenizer = (
@@ -79,7 +79,7 @@ def build_model_and_processor(settings: ModelSettings):
             **_image_tokens(settings),
         )
         model = PrealignForConditionalGeneration.from_parts(
-            settings.vision, settings.text, settings.perceiver, processor=processor, **_given(load), **config
+            settings.vision, settings.text, settings.perceiver, processor=processor, **load, **config
         )
     if variant.perceiver_init == "random_lm_blocks":
         reinitialize_perceiver_lm(model)
@@ -156,8 +156,8 @@ def check_parts(settings: ModelSettings, variant: Variant) -> None:
             "'align' then 'finetune' with the small LM as `text`); or use variant dpa_untrained_perceiver."
         )
     else:
-        # The perceiver VLM brings its own tower, perceiver LM and tokenizer: any of these given as
-        # well would be ignored, and the user would train another model than the one named.
+        # The perceiver VLM brings its own tower, image processor, perceiver LM and tokenizer: any of
+        # these given as well would be ignored, and the user would train another model than the one named.
         ignored = [
             key
             for key in ("vision", "perceiver", "perceiver_tokenizer", "image_processor")
